@@ -1,0 +1,61 @@
+# The single entry point. `make help` lists the targets.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+TOUR   ?= paris
+
+.DEFAULT_GOAL := help
+.PHONY: help setup run kiosk test test-fast test-slow lint index eval eval-asr eval-vision bench doctor clean
+
+help: ## list the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+$(STAMP): requirements.txt scripts/install-system.sh
+	bash scripts/install-system.sh
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) $(PY) -m pip install -r requirements.txt
+	touch $(STAMP)
+
+setup: $(STAMP) ## create .venv and install everything (system packages too, when root)
+
+run: $(STAMP) ## start the app on the offline default (builds stale indexes first)
+	$(PY) app.py
+
+kiosk: $(STAMP) ## full-screen kiosk mode on localhost
+	$(PY) app.py --kiosk
+
+test: $(STAMP) ## the whole suite: fast tests, then slow tests with the real offline models
+	$(PY) -m pytest -m "not slow" -q
+	$(PY) -m pytest -m slow -q
+
+test-fast: $(STAMP) ## fast tests only (tiny / fake models, seconds)
+	$(PY) -m pytest -m "not slow" -q
+
+test-slow: $(STAMP) ## slow tests only (real offline weights)
+	$(PY) -m pytest -m slow -q
+
+lint: $(STAMP) ## ruff
+	$(PY) -m ruff check .
+
+index: $(STAMP) ## (re)build the retrieval indexes of every tour
+	$(PY) -m guide index
+
+eval: $(STAMP) ## answer evaluation on a tour (TOUR=paris): recall, facts, language, refusals
+	$(PY) -m guide eval --tour $(TOUR) --json runs/eval-$(TOUR).json
+
+eval-asr: $(STAMP) ## speech recognition WER per language on the dev audio
+	$(PY) -m guide eval --asr ../shared/data/dev/audio
+
+eval-vision: $(STAMP) ## photo recognition on the dev images
+	$(PY) -m guide eval --vision ../shared/data/dev/images
+
+bench: $(STAMP) ## latency and throughput tables, with the machine described
+	$(PY) -m guide bench
+
+doctor: $(STAMP) ## which model each stage uses, and why
+	$(PY) -m guide doctor
+
+clean: ## remove built indexes and caches (keeps .venv)
+	rm -rf indexes .pytest_cache .ruff_cache runs

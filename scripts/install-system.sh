@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# System packages the guide uses: espeak-ng (speech in every language), ffmpeg (audio decoding).
+# Installs them with apt when they are missing and we may; otherwise says what to install.
+set -euo pipefail
+missing=()
+command -v espeak-ng >/dev/null || missing+=(espeak-ng)
+command -v ffmpeg >/dev/null || missing+=(ffmpeg)
+[ ${#missing[@]} -eq 0 ] && exit 0
+if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+elif command -v apt-get >/dev/null && command -v sudo >/dev/null; then
+  sudo apt-get update -qq && sudo apt-get install -y -qq "${missing[@]}"
+else
+  echo "please install: ${missing[*]} (the guide will work without them, with fewer voices)" >&2
+fi

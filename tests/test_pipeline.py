@@ -1,0 +1,66 @@
+import pytest
+
+from guide.dialogue import DialogueState
+from guide.errors import GuideError
+from guide.pipeline import Guide, answer_turn, stream_turn
+
+
+def test_text_turn_answers_with_sources(tiny_guide):
+    state = DialogueState()
+    turn = answer_turn(tiny_guide, state, text="Where is the Mona Lisa?", tour="minitour")
+    assert turn.done and not turn.refused and "Mona Lisa" in turn.answer
+    assert turn.attraction == "louvre" and turn.passages[0].passage.attraction == "louvre"
+    assert turn.citations and {"retrieval", "llm", "total"} <= set(turn.timings)
+    assert state.history[-1]["content"] == turn.answer
+
+
+def test_follow_up_is_about_the_same_attraction(tiny_guide):
+    state = DialogueState()
+    answer_turn(tiny_guide, state, text="Erzähl mir vom Eiffelturm.", tour="minitour")
+    turn = answer_turn(tiny_guide, state, text="Wie hoch ist er?", tour="minitour")
+    assert turn.attraction == "eiffel-tower" and turn.language == "de"
+    assert "330" in turn.answer and "Meter" in turn.answer
+
+
+def test_answer_streams_in_pieces(tiny_guide):
+    turns = list(stream_turn(tiny_guide, DialogueState(), text="How tall is the Eiffel Tower?", tour="minitour"))
+    assert turns[-1].done and not any(t.done for t in turns[:-1])
+
+
+@pytest.mark.parametrize("text", ["", "   ", None])
+def test_empty_question_gets_a_friendly_prompt(tiny_guide, text):
+    state = DialogueState()
+    turn = answer_turn(tiny_guide, state, text=text, tour="minitour")
+    assert turn.notice and "ask me" in turn.notice.lower() and not state.history
+
+
+def test_huge_question_is_refused_politely(tiny_guide):
+    state = DialogueState()
+    turn = answer_turn(tiny_guide, state, text=("Eiffel Tower? " * 2000)[:20000], tour="minitour")
+    assert "too long" in turn.notice and "20000" in turn.notice and not state.history
+
+
+def test_unknown_tour_is_a_clear_error(tiny_guide):
+    with pytest.raises(GuideError, match="tour 'atlantis' is not available.*minitour"):
+        answer_turn(tiny_guide, DialogueState(), text="hello", tour="atlantis")
+
+
+def test_broken_tour_is_skipped_and_reported(tiny_config, tmp_path):
+    import shutil
+
+    tours = tmp_path / "tours"
+    shutil.copytree(tiny_config.tours_dir / "minitour", tours / "minitour")
+    (tours / "broken").mkdir()
+    (tours / "broken" / "tour.yaml").write_text("id: broken\nlanguages: [en]\nattractions: []\n")
+    guide = Guide.load(tiny_config.replace(tours_dir=tours), progress=False)
+    assert list(guide.tours) == ["minitour"]
+    assert "attractions: missing or empty" in guide.problems["broken"]
+    with pytest.raises(GuideError, match="attractions: missing or empty"):
+        guide.tour("broken")
+    assert answer_turn(guide, DialogueState(), text="Where is the Mona Lisa?", tour="minitour").answer
+
+
+def test_switching_tours_resets_the_conversation(tiny_guide):
+    state = DialogueState(tour="other", attraction="x", history=[{"role": "user", "content": "hi"}])
+    answer_turn(tiny_guide, state, text="How tall is the Eiffel Tower?", tour="minitour")
+    assert state.tour == "minitour" and len(state.history) == 2

@@ -1,0 +1,94 @@
+import textwrap
+
+import pytest
+
+from guide.errors import TourError
+from guide.tours import list_tours, load_tour, tour_passages
+
+from .conftest import MINITOUR, ROOT
+
+
+def write(tmp_path, body: str, folder: str = "city"):
+    d = tmp_path / folder
+    d.mkdir()
+    (d / "tour.yaml").write_text(textwrap.dedent(body), encoding="utf-8")
+    return d
+
+
+def test_minitour_loads_with_names_and_facts():
+    tour = load_tour(MINITOUR)
+    assert tour.id == "minitour" and tour.languages == ["en", "de"]
+    eiffel = tour.attraction("eiffel-tower")
+    assert eiffel.name("de") == "Eiffelturm"
+    assert eiffel.name("ja") == "Eiffel Tower"  # falls back to English
+    assert eiffel.facts["height"] == "330 m"
+
+
+def test_passages_cover_every_language_and_localise_fact_labels():
+    passages = tour_passages(load_tour(MINITOUR))
+    facts_de = next(p for p in passages if p.id == "eiffel-tower/de/facts")
+    assert "Höhe: 330 m" in facts_de.text
+    assert {p.lang for p in passages if p.attraction == "pont-neuf"} == {"en", "de"}
+    assert all(p.source.endswith(("descriptions.en", "descriptions.de", "facts")) for p in passages)
+
+
+def test_every_problem_is_reported_with_file_and_field(tmp_path):
+    d = write(tmp_path, """
+        id: city
+        name: {en: City}
+        languages: [en, fr]
+        attractions:
+          - id: tower
+            names: {en: [Tower]}
+            descriptions: {en: "A tower.", fr: "   "}
+            facts: {coordinates: [500, 2]}
+            relations: {nearby: [nowhere]}
+          - id: tower
+            names: {en: [Other]}
+            descriptions: {en: "x"}
+        """)
+    with pytest.raises(TourError) as e:
+        load_tour(d)
+    problems = e.value.problems
+    text = "\n".join(problems)
+    assert "city/tour.yaml: attractions[0].descriptions.fr: empty" in text
+    assert "attractions[0].facts.coordinates" in text
+    assert "attractions[0].relations.nearby[0]: unknown attraction 'nowhere'" in text
+    assert "attractions[1].id: duplicate id 'tower'" in text
+    assert "attractions[1].descriptions.fr: missing" in text
+    assert len(problems) == 5
+
+
+def test_broken_yaml_and_missing_file_are_clear(tmp_path):
+    d = write(tmp_path, "id: city\nattractions: [\n")
+    with pytest.raises(TourError, match=r"invalid YAML \(line \d+"):
+        load_tour(d)
+    with pytest.raises(TourError, match="no such tour file"):
+        load_tour(tmp_path / "nowhere")
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin" / "tour.yaml").write_bytes(b"\xff\xfe\x00binary")
+    with pytest.raises(TourError, match="not UTF-8"):
+        load_tour(tmp_path / "bin")
+
+
+def test_id_must_match_folder(tmp_path):
+    d = write(tmp_path, """
+        id: other
+        name: {en: City}
+        languages: [en]
+        attractions:
+          - {id: a, names: {en: [A]}, descriptions: {en: "Text."}}
+        """)
+    with pytest.raises(TourError, match="differs from the folder name"):
+        load_tour(d)
+
+
+def test_project_tours_are_valid_and_multilingual():
+    tours = list_tours(ROOT / "tours")
+    assert "paris" in tours and len(tours) >= 2
+    paris = load_tour(ROOT / "tours" / "paris")
+    assert len(paris.attractions) >= 15
+    assert len(paris.languages) >= 5 and "en" in paris.languages
+    for a in paris.attractions:
+        assert set(paris.languages) <= set(a.descriptions)
+        assert a.facts.get("coordinates"), a.id
