@@ -234,7 +234,7 @@ def stream_turn(guide: Guide, state: DialogueState, *, text: str | None = None, 
                               count=llm.count_tokens)
     stream = AnswerStream(llm, messages, lang=query.language, hits=turn.passages, question=question,
                           subject=subject, max_tokens=guide.config.max_answer_tokens,
-                          temperature=guide.config.temperature)
+                          temperature=guide.config.temperature, check=guide.config.answer_check)
     t = time.perf_counter()
     first = None
     for piece in stream:
@@ -270,7 +270,5 @@ def _what_is_this(lang: str) -> str:
 
 def answer_turn(guide: Guide, state: DialogueState, **inputs) -> Turn:
     """Run one visitor turn to the end (see stream_turn for the inputs)."""
-    turn = Turn()
-    for turn in stream_turn(guide, state, **inputs):
-        pass
-    return turn
+    *_, last = stream_turn(guide, state, **inputs)
+    return last

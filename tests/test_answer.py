@@ -123,3 +123,32 @@ def test_swapped_pack_fails_its_checksum(tmp_path, monkeypatch):
     with pytest.raises(ModelUnavailable, match="failed its checksum"):
         models.assemble_pack(pack, tmp_path / "cache")
     assert not (tmp_path / "cache" / "fake" / "x.gguf").exists()
+
+
+class JudgingLLM(ScriptedLLM):
+    """Answers the pre-check with a fixed verdict, and questions with a fixed text."""
+
+    can_judge = True
+
+    def __init__(self, verdict, text):
+        super().__init__(text)
+        self.verdict, self.asked = verdict, []
+
+    def stream(self, messages, *, max_tokens, temperature=0.0, stop=None):
+        self.asked.append(messages[-1]["content"])
+        if "Reply only yes or no" in messages[-1]["content"]:
+            yield self.verdict
+        else:
+            yield from super().stream(messages, max_tokens=max_tokens)
+
+
+def test_pre_check_declines_before_the_model_can_invent(hits):
+    llm = JudgingLLM("No.", "Das WLAN-Passwort steht am Eingang.")
+    _, answer = run(llm, hits, question="Wie ist das WLAN-Passwort?")
+    assert answer.refused and len(llm.asked) == 1  # the answer itself was never generated
+    assert "Quellen" in llm.asked[0] and "Antworte auf Deutsch" not in llm.asked[0]
+
+
+def test_pre_check_yes_lets_the_answer_through(hits):
+    _, answer = run(JudgingLLM("Yes", "Der Turm ist 330 Meter hoch [1]."), hits)
+    assert not answer.refused and answer.text == "Der Turm ist 330 Meter hoch [1]."

