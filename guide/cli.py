@@ -109,8 +109,8 @@ def cmd_eval(args) -> int:
 
         print(format_table(evaluate_vision(args.vision)))
         return 0
-    from .evaluate import failures, format_report, save_report
     from .evaluate import evaluate_tour as run
+    from .evaluate import failures, format_report, save_report
     from .pipeline import Guide
 
     config = _config(args)

@@ -30,7 +30,7 @@ class GuideConfig:
     max_answer_tokens: int = 200  # tokens an answer may take
     temperature: float = 0.0  # 0 = greedy, reproducible answers
     top_k: int = 4  # passages given to the LLM
-    answer_check: bool = True  # ask the LLM first whether the sources answer the question
+    answer_check: bool = False  # ask the LLM first whether the sources answer it (for models > 0.5B)
     max_question_chars: int = 1000  # longer questions are refused with a message
     history_turns: int = 6  # visitor+guide messages kept before trimming to the context
     asr: str = "whisper-base"  # Whisper model name or checkpoint path (asr.py)

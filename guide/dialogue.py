@@ -43,6 +43,28 @@ class DialogueState:
         self.language = None
 
 
+# Words that point back to something already named ("How tall is it?"). Languages that drop the
+# pronoun (es, zh, ja) rely on the subject simply carrying over.
+_POINTERS = {
+    "en": r"\b(it|its|it's|they|them|their|there|this|that|he|she|his|her)\b",
+    "fr": r"\b(il|elle|ils|elles|le|la|les|l|lui|y|son|sa|ses|leur|cela|ça|ce)\b",
+    "de": r"\b(er|sie|es|ihn|ihm|ihr|ihre|ihren|sein|seine|seinen|dort|da|das|dies|dieser|diese)\b",
+    "es": r"\b(él|ella|ello|lo|la|le|su|sus|allí|allá|ahí|eso|esto|este|esta)\b",
+    "it": r"\b(esso|essa|lo|la|gli|le|suo|sua|lì|là|questo|questa|quello|quella)\b",
+    "pt": r"\b(ele|ela|o|a|lhe|seu|sua|lá|ali|isso|isto|este|esta)\b",
+    "nl": r"\b(het|hij|zij|ze|hem|haar|zijn|daar|dit|dat|deze)\b",
+    "zh": r"(它|这|那|其|这里|那里|这座|那座)",
+    "ja": r"(それ|これ|あれ|そこ|ここ|その|この)",
+    "ko": r"(그것|이것|저것|거기|여기|그곳|이곳)",
+}
+
+
+def points_back(text: str, lang: str) -> bool:
+    """Whether the message refers back with a pronoun ("it", "er", "它"...)."""
+    pattern = _POINTERS.get(lang)
+    return bool(pattern and re.search(pattern, text.casefold()))
+
+
 @dataclass(frozen=True)
 class Query:
     text: str  # the visitor's question as asked
@@ -52,6 +74,8 @@ class Query:
     mentioned: list[str]  # attraction ids named in the question, in order
     attractions: list[str]  # attractions the question is about (mentioned, seen, or carried over)
     search_text: str  # what retrieval searches for
+    carried: bool = False  # the subject came from earlier turns, not from this message
+    pointer: bool = False  # the message points back with a pronoun
 
 
 _PATTERNS: dict[tuple[str, str], list[tuple[re.Pattern, bool, str]]] = {}
@@ -122,13 +146,18 @@ def _detect(text: str, tour: Tour, previous: str | None) -> tuple[str, float]:
     return lang, confidence
 
 
-def resolve(state: DialogueState, text: str, tour: Tour, *, seen: str | None = None) -> Query:
+def resolve(state: DialogueState, text: str, tour: Tour, *, seen: str | None = None,
+            heard: str | None = None) -> Query:
     """Interpret a visitor message in context: its language and which attraction(s) it is about.
 
     Named attractions win; then one recognised in the visitor's photo; then the attraction the
-    conversation was already about ("How tall is it?"). Updates state.attraction and state.language.
+    conversation was already about ("How tall is it?"). `heard` is the language Whisper identified
+    for a spoken question. Updates state.attraction and state.language.
     """
-    detected, confidence = _detect(text, tour, state.language)
+    if heard:  # a spoken question: Whisper already told the language, from the voice itself
+        detected, confidence = heard, 1.0
+    else:
+        detected, confidence = _detect(text, tour, state.language)
     if state.language_override in tour.languages:
         language = state.language_override
     elif detected in tour.languages:
@@ -152,7 +181,9 @@ def resolve(state: DialogueState, text: str, tour: Tour, *, seen: str | None = N
         state.attraction = about[0] if len(about) == 1 else state.attraction or about[0]
     if detected in tour.languages:
         state.language = detected
+    carried = bool(about) and not mentioned and not seen
     return Query(text=text, language=language, detected=detected, confidence=confidence, mentioned=mentioned,
-                 attractions=about, search_text=search_text)
+                 attractions=about, search_text=search_text, carried=carried,
+                 pointer=points_back(text, detected if detected in _POINTERS else language))
 
 

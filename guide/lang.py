@@ -107,6 +107,33 @@ _PHRASES: dict[str, dict[str, str]] = {
               "사실만 사용하여 답하세요. 사용한 자료 번호를 [1]처럼 대괄호로 표시하세요. 추측하지 마세요. 자료에 답이 "
               "없으면 '모르겠습니다'라고만 답하세요.",
     },
+    # one worked example, shown to the model as an earlier exchange: the answer's length, language and [n]
+    "example_sources": {
+        "en": "[1] Old Mill: The Old Mill was built in 1820 and grinds flour for the bakery next door.",
+        "fr": "[1] Vieux Moulin : Le Vieux Moulin a été construit en 1820 et moud la farine de la boulangerie voisine.",
+        "de": "[1] Alte Mühle: Die Alte Mühle wurde 1820 gebaut und mahlt das Mehl für die Bäckerei nebenan.",
+        "es": "[1] Molino Viejo: El Molino Viejo se construyó en 1820 y muele la harina de la panadería vecina.",
+        "it": "[1] Mulino Vecchio: Il Mulino Vecchio fu costruito nel 1820 e macina la farina per il forno accanto.",
+        "pt": "[1] Moinho Velho: O Moinho Velho foi construído em 1820 e mói a farinha da padaria ao lado.",
+        "nl": "[1] Oude Molen: De Oude Molen werd in 1820 gebouwd en maalt meel voor de bakkerij ernaast.",
+        "zh": "[1] 老磨坊：老磨坊建于1820年，为隔壁的面包店磨面粉。",
+        "ja": "[1] 古い水車小屋：古い水車小屋は1820年に建てられ、隣のパン屋のために小麦粉をひいています。",
+        "ko": "[1] 옛 방앗간: 옛 방앗간은 1820년에 지어졌으며 옆 빵집을 위해 밀가루를 빻습니다.",
+    },
+    "example_question": {
+        "en": "When was the Old Mill built?", "fr": "Quand le Vieux Moulin a-t-il été construit ?",
+        "de": "Wann wurde die Alte Mühle gebaut?", "es": "¿Cuándo se construyó el Molino Viejo?",
+        "it": "Quando fu costruito il Mulino Vecchio?", "pt": "Quando foi construído o Moinho Velho?",
+        "nl": "Wanneer werd de Oude Molen gebouwd?", "zh": "老磨坊是什么时候建的？",
+        "ja": "古い水車小屋はいつ建てられましたか？", "ko": "옛 방앗간은 언제 지어졌나요?",
+    },
+    "example_answer": {
+        "en": "The Old Mill was built in 1820 [1].", "fr": "Le Vieux Moulin a été construit en 1820 [1].",
+        "de": "Die Alte Mühle wurde 1820 gebaut [1].", "es": "El Molino Viejo se construyó en 1820 [1].",
+        "it": "Il Mulino Vecchio fu costruito nel 1820 [1].", "pt": "O Moinho Velho foi construído em 1820 [1].",
+        "nl": "De Oude Molen werd in 1820 gebouwd [1].", "zh": "老磨坊建于1820年[1]。",
+        "ja": "古い水車小屋は1820年に建てられました[1]。", "ko": "옛 방앗간은 1820년에 지어졌습니다[1].",
+    },
     "sources": {"en": "Sources", "fr": "Sources", "de": "Quellen", "es": "Fuentes", "it": "Fonti", "pt": "Fontes",
                 "nl": "Bronnen", "zh": "资料", "ja": "資料", "ko": "자료"},
     "question": {"en": "Question", "fr": "Question", "de": "Frage", "es": "Pregunta", "it": "Domanda",

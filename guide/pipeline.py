@@ -127,23 +127,24 @@ SUBJECT_CHANGE_MARGIN = 0.02  # cosine: how much better another attraction must 
 
 
 def _retrieve(guide: Guide, tour: Tour, query, state: DialogueState) -> list[Hit]:
-    """Passages for a query: about its attraction(s) when it has some, else from the whole tour."""
+    """Passages for a query: about its attraction(s) when it has some, else from the whole tour.
+
+    A subject carried over from earlier turns is kept when the message points back to it ("it");
+    otherwise it gives way when the question fits another attraction clearly better.
+    """
     k = guide.config.top_k
     if not query.attractions:
         return guide.search(tour, query.search_text, k=k, lang=query.language)
     if len(query.attractions) == 1:
-        open_hits = guide.search(tour, query.text, k=k, lang=query.language)
-        if not query.mentioned and open_hits and open_hits[0].passage.attraction != query.attractions[0]:
-            # an unnamed subject was carried over; does the question fit another attraction much better?
-            own = guide.search(tour, query.text, k=1, attractions=query.attractions, lang=query.language)
-            if not own or open_hits[0].dense > own[0].dense + SUBJECT_CHANGE_MARGIN:
-                state.attraction = open_hits[0].passage.attraction
-                return open_hits
-        hits = guide.search(tour, query.search_text, k=k - 1, attractions=query.attractions, lang=query.language)
-        # one slot stays open for the rest of the tour: the visitor may have changed the subject
-        seen = {h.passage.id for h in hits}
-        extra = [h for h in open_hits if h.passage.id not in seen and h.passage.attraction not in query.attractions]
-        return hits + extra[:1]
+        if query.carried and not query.pointer:
+            open_hits = guide.search(tour, query.text, k=k, lang=query.language)
+            best = max(open_hits, key=lambda h: h.dense, default=None)
+            if best and best.passage.attraction != query.attractions[0]:
+                own = guide.search(tour, query.text, k=1, attractions=query.attractions, lang=query.language)
+                if not own or best.dense > own[0].dense + SUBJECT_CHANGE_MARGIN:
+                    state.attraction = best.passage.attraction
+                    return sorted(open_hits, key=lambda h: h.passage.attraction != best.passage.attraction)
+        return guide.search(tour, query.search_text, k=k, attractions=query.attractions, lang=query.language)
     per = max(2, k // len(query.attractions))  # comparisons: the best passages of each attraction
     hits: list[Hit] = []
     for aid in query.attractions[:3]:
@@ -209,7 +210,8 @@ def stream_turn(guide: Guide, state: DialogueState, *, text: str | None = None, 
         return
 
     t = time.perf_counter()
-    query = resolve(state, question, tour_obj, seen=seen)
+    heard = turn.transcript.language if turn.transcript is not None and turn.transcript.text else None
+    query = resolve(state, question, tour_obj, seen=seen, heard=heard)
     turn.question, turn.language = question, query.language
     if query.detected != query.language and query.detected not in tour_obj.languages:
         choices = ", ".join(language_name(c) for c in tour_obj.languages)
@@ -229,10 +231,13 @@ def stream_turn(guide: Guide, state: DialogueState, *, text: str | None = None, 
     llm = guide.llm
     budget = guide.config.llm_context - guide.config.max_answer_tokens - 64
     messages = build_messages(question, query.language, turn.passages, tour_title=tour_obj.title(query.language),
-                              subject=subject if query.attractions and not query.mentioned else None,
+                              subject=subject if query.carried else None,
                               history=state.history[-guide.config.history_turns:], budget=budget,
                               count=llm.count_tokens)
-    stream = AnswerStream(llm, messages, lang=query.language, hits=turn.passages, question=question,
+    # what the tour says about the attractions in question, in every language, plus what was retrieved
+    evidence = [h.passage.text for h in turn.passages]
+    evidence += [p.text for p in guide.indexes[tour_obj.id].passages if p.attraction in query.attractions]
+    stream = AnswerStream(llm, messages, lang=query.language, hits=turn.passages, question=question, evidence=evidence,
                           subject=subject, max_tokens=guide.config.max_answer_tokens,
                           temperature=guide.config.temperature, check=guide.config.answer_check)
     t = time.perf_counter()

