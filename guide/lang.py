@@ -201,9 +201,9 @@ def phrase(key: str, lang: str, **values) -> str:
 
 
 def fold(text: str) -> str:
-    """Lowercase, strip accents and punctuation: "Sacré-Cœur" -> "sacre coeur"."""
+    """Lowercase, strip Latin accents and punctuation: "Sacré-Cœur" -> "sacre coeur" (kana keep their marks)."""
     text = unicodedata.normalize("NFKD", text.casefold().replace("œ", "oe").replace("æ", "ae"))
-    text = "".join(c for c in text if not unicodedata.combining(c))
+    text = unicodedata.normalize("NFC", re.sub(r"[\u0300-\u036f]", "", text))
     return " ".join(re.sub(r"[^\w]+", " ", text).split())
 
 

@@ -37,7 +37,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 2  # bump when chunking or the on-disk layout changes: old indexes become stale
+FORMAT_VERSION = 3  # bump when chunking or the on-disk layout changes: old indexes become stale
 HNSW_THRESHOLD = 50_000  # passages; below it an exact flat index is fast enough
 
 

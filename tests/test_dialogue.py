@@ -14,6 +14,7 @@ def tour():
 
 def test_fold():
     assert fold("Sacré-Cœur!") == "sacre coeur"
+    assert fold("ご視聴ありがとう") == "ご視聴ありがとう"  # kana keep their voicing marks
 
 
 def test_names_in_any_language_and_inflection(tour):
