@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import logging
 import platform
 import statistics
@@ -15,7 +16,7 @@ from pathlib import Path
 import yaml
 from tqdm import tqdm
 
-from .dialogue import DialogueState, resolve
+from .dialogue import DialogueState, resolve, strip_names
 from .errors import TourError
 from .lang import detect_language
 from .pipeline import Guide, answer_turn
@@ -81,6 +82,25 @@ def contains_fact(answer: str, expect: tuple[str, ...]) -> bool:
     return False
 
 
+_KANA = re.compile(r"[\u3040-\u30ff]")
+_HAN = re.compile(r"[\u4e00-\u9fff]")
+
+
+def answer_language(answer: str, tour) -> str | None:
+    """The language an answer is written in, or None when it is language-neutral.
+
+    Attraction names, citations and numbers say nothing about the language; an answer that is only
+    those ("Charles Garnier [3].", "1578 [1].") reads the same in every language.
+    """
+    text = re.sub(r"\[\d+\]|\d+", " ", strip_names(answer, tour))
+    if _HAN.search(text) and not _KANA.search(text) and len(_HAN.findall(text)) < 6:
+        return None  # a few Chinese characters alone ("59階") read as Chinese or Japanese
+    letters = sum(ch.isalpha() for ch in text)
+    if letters < (2 if _HAN.search(text) or _KANA.search(text) else 12):
+        return None
+    return detect_language(text, tour.languages)[0]
+
+
 def evaluate_tour(guide: Guide, tour_id: str, *, questions: list[EvalQuestion] | None = None,
                   limit: int | None = None, progress: bool = True) -> dict:
     """Run every question of the tour's eval set through the real pipeline and score it."""
@@ -100,10 +120,10 @@ def evaluate_tour(guide: Guide, tour_id: str, *, questions: list[EvalQuestion] |
         t = time.perf_counter()
         turn = answer_turn(guide, state, text=q.question, tour=tour.id)
         seconds = time.perf_counter() - t
-        answer_lang, _ = detect_language(turn.answer, tour.languages)
+        answer_lang = answer_language(turn.answer, tour)
         row = {
             "id": q.id, "lang": q.lang, "type": q.type, "question": q.question, "answer": turn.answer,
-            "refused": turn.refused, "answer_lang": answer_lang, "lang_ok": answer_lang == q.lang,
+            "refused": turn.refused, "answer_lang": answer_lang, "lang_ok": answer_lang in (None, q.lang),
             "seconds": round(seconds, 2), "first_token": round(turn.timings.get("first_token", 0.0), 2),
             "ranked": ranked, "cited": turn.citations,
         }
@@ -135,6 +155,7 @@ def summarize(rows: list[dict]) -> dict:
         "fact_accuracy": _mean(r["fact_ok"] for r in answerable),
         "followup_accuracy": _mean(r["fact_ok"] for r in answerable if r["type"] == "followup"),
         "language_match": _mean(r["lang_ok"] for r in rows),
+        "language_neutral": sum(r["answer_lang"] is None for r in rows),
         "refusals": _mean(r["refusal_ok"] for r in rows if "refusal_ok" in r),
         "false_refusals": _mean(r["refused"] for r in answerable),
         "median_seconds": round(statistics.median(r["seconds"] for r in rows), 2) if rows else None,
@@ -142,7 +163,7 @@ def summarize(rows: list[dict]) -> dict:
 
 
 _COLUMNS = ["questions", "recall@1", "recall@5", "fact_accuracy", "followup_accuracy", "language_match",
-            "refusals", "false_refusals", "median_seconds"]
+            "language_neutral", "refusals", "false_refusals", "median_seconds"]
 
 
 def format_report(report: dict) -> str:
