@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import json
-import re
 import logging
 import platform
+import re
 import statistics
 import time
 import unicodedata
