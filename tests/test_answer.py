@@ -179,3 +179,37 @@ def test_phone_question_is_answered_when_the_sources_have_a_number():
 
     assert missing_concepts("What is the phone number?", ["Call +33 1 44 11 23 23 for groups."]) == []
     assert missing_concepts("What is the phone number?", ["Built 1887–1889 at 48.8584, 2.2945."]) == ["phone"]
+
+
+def test_an_echoed_question_is_asked_again_with_the_question_first(hits):
+    class Echo(ScriptedLLM):
+        def __init__(self):
+            super().__init__("")
+            self.calls = 0
+
+        def stream(self, messages, *, max_tokens, temperature=0.0, stop=None):
+            self.calls += 1
+            if self.calls == 1:
+                yield "Wie hoch ist der Eiffelturm? [1]"
+            else:
+                assert messages[-1]["content"].startswith("Frage: Wie hoch ist der Eiffelturm?")
+                yield "Er ist 330 Meter hoch [1]."
+
+    llm = Echo()
+    _, answer = run(llm, hits)
+    assert llm.calls == 2 and answer.text == "Er ist 330 Meter hoch [1]." and answer.citations == [1]
+
+
+@pytest.mark.parametrize("answer, echo", [
+    ("Für welchen König wurde die Sainte-Chapelle gebaut? [1].", True),
+    ("アーチがいくつありますか？[1]。", True),
+    ("Für König Ludwig IX. [1]", False),
+    ("Der Turm ist 330 Meter hoch.", False),
+])
+def test_echo_detection(answer, echo):
+    from guide.answer import is_echo
+
+    question = {True: answer.split("[")[0], False: "Für welchen König wurde die Sainte-Chapelle gebaut?"}[echo]
+    if answer.startswith("アーチ"):
+        question = "ポンヌフにはアーチがいくつありますか？"
+    assert is_echo(answer, question) is echo
