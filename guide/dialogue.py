@@ -112,6 +112,8 @@ def find_attractions(text: str, tour: Tour) -> list[str]:
             for i in range(m.start(), m.end()):
                 taken[i] = True
             found.append((m.start(), aid))
+    if not found:
+        found = _near_misses(folded, tour)
     ordered = []
     for _, aid in sorted(found):
         if aid not in ordered:
@@ -125,6 +127,24 @@ def strip_names(text: str, tour: Tour) -> str:
     for name in names:
         text = re.sub(re.escape(name), " ", text, flags=re.IGNORECASE)
     return text
+
+
+def _near_misses(folded: str, tour: Tour, cutoff: float = 0.8) -> list[tuple[int, str]]:
+    """Names misheard or misspelt ("Eiferturm", "Eifeltum"): one-word names of 7+ letters, fuzzily."""
+    import difflib
+
+    names = {}
+    for a in tour.attractions:
+        for alias in a.all_names():
+            f = fold(alias)
+            if " " not in f and len(f) >= 7 and f.isascii():
+                names.setdefault(f, a.id)
+    found = []
+    for m in re.finditer(r"\w{6,}", folded):
+        close = difflib.get_close_matches(m.group(), list(names), n=1, cutoff=cutoff)
+        if close:
+            found.append((m.start(), names[close[0]]))
+    return found
 
 
 def _detect(text: str, tour: Tour, previous: str | None) -> tuple[str, float]:

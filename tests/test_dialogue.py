@@ -23,6 +23,10 @@ def test_names_in_any_language_and_inflection(tour):
     assert find_attractions("Quand la tour Eiffel a-t-elle été construite ?", tour) == ["eiffel-tower"]
     assert find_attractions("Is the Pont Neuf older than the Louvre Museum?", tour) == ["pont-neuf", "louvre"]
     assert find_attractions("How tall is it?", tour) == []
+    # what speech recognition makes of the names
+    assert find_attractions("Eine Frage zum Eiferturm in Paris", tour) == ["eiffel-tower"]
+    assert find_attractions("Wann wurde der Eifeltum gebaut?", tour) == ["eiffel-tower"]
+    assert find_attractions("Was ist ein Eichhörnchen?", tour) == []
 
 
 @pytest.mark.parametrize(
