@@ -12,7 +12,7 @@ from pathlib import Path
 from .answer import AnswerStream, build_messages, load_llm
 from .config import GuideConfig, load_config
 from .dialogue import DialogueState, resolve
-from .errors import GuideError, TourError
+from .errors import GuideError, ModelUnavailable, TourError
 from .lang import language_name, phrase
 from .retrieval import Hit, ensure_index, load_embedder
 from .tours import Tour, list_tours, load_tour
@@ -58,9 +58,13 @@ class Guide:
              progress: bool = True) -> Guide:
         """Load tours (a broken one is reported and skipped), build stale indexes, load the embedder and LLM."""
         config = config or load_config()
+        available = list_tours(config.tours_dir)
+        unknown = [t for t in tours or [] if t not in available]
+        if unknown:
+            raise GuideError(f"tour {unknown[0]!r} is not available (no such tour); tours: {', '.join(available)}")
         embedder = load_embedder(config.embedder, threads=config.threads, device=config.device)
         loaded, indexes, problems = {}, {}, {}
-        for tour_id in tours or list_tours(config.tours_dir):
+        for tour_id in tours or available:
             try:
                 tour = load_tour(Path(config.tours_dir) / tour_id)
             except TourError as e:
@@ -72,8 +76,14 @@ class Guide:
         if not loaded:
             raise GuideError(f"no usable tour in {config.tours_dir}" + "".join(f"\n{p}" for p in problems.values()))
         if llm is None:
-            llm = load_llm(config.llm, cache_dir=config.cache_dir, n_ctx=config.llm_context,
-                           threads=config.threads, device=config.device)
+            try:
+                llm = load_llm(config.llm, cache_dir=config.cache_dir, n_ctx=config.llm_context,
+                               threads=config.threads, device=config.device)
+            except ModelUnavailable as e:
+                # keep serving: quote the best source sentence instead, and say why on every answer
+                log.error("LLM %s unavailable (%s); answering with quotes from the sources", config.llm, e)
+                problems["llm"] = str(e)
+                llm = load_llm("extractive", cache_dir=config.cache_dir)
         return cls(config, loaded, indexes, embedder, llm, problems)
 
     def tour(self, tour_id: str | None) -> Tour:
@@ -251,6 +261,9 @@ def stream_turn(guide: Guide, state: DialogueState, *, text: str | None = None, 
     timings["first_token"] = first or 0.0
     timings["llm"] = time.perf_counter() - t
     turn.answer, turn.refused, turn.citations = answer.text, answer.refused, answer.citations
+    if "llm" in guide.problems and not turn.notice:
+        turn.notice = ("The answer model is not installed here, so I quote the best sentence from my sources "
+                       f"instead. ({guide.problems['llm']})")
     state.remember(question, answer.text)
     if speak:
         t = time.perf_counter()

@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# System packages the guide uses: espeak-ng (speech in every language), ffmpeg (audio decoding).
+# System packages the guide uses: espeak-ng (speech in every language), ffmpeg (audio decoding),
+# chromium (kiosk mode, and the browser tests drive it headless).
 # Installs them with apt when they are missing and we may; otherwise says what to install.
 set -euo pipefail
 missing=()
 command -v espeak-ng >/dev/null || missing+=(espeak-ng)
 command -v ffmpeg >/dev/null || missing+=(ffmpeg)
+command -v chromium >/dev/null || missing+=(chromium)
 [ ${#missing[@]} -eq 0 ] && exit 0
 if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
   apt-get update -qq
