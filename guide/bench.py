@@ -117,7 +117,10 @@ def run_bench(config: GuideConfig, *, quick: bool = False) -> str:
     for title, module, fn in (("Speech", "eval_speech", "bench_speech"), ("Vision", "eval_vision", "bench_vision")):
         try:
             mod = __import__(f"guide.{module}", fromlist=[fn])
-            result = getattr(mod, fn)(config) if fn == "bench_speech" else getattr(mod, fn)()
+            if fn == "bench_speech":
+                result = mod.bench_speech(config)
+            else:
+                result = mod.bench_vision(sizes=(10, 100) if quick else (10, 100, 1000), cache_dir=config.cache_dir)
             sections += [f"## {title}", result if isinstance(result, str) else mod.format_table(result), ""]
         except Exception as e:  # a stage that cannot run here is reported, not fatal
             log.warning("%s benchmark skipped: %s", title, e)

@@ -101,13 +101,16 @@ def cmd_eval(args) -> int:
     if args.asr:
         from .eval_speech import evaluate_asr, format_table
 
-        rows = evaluate_asr(args.asr)
+        config = _config(args)
+        rows = evaluate_asr(args.asr, name=config.asr, backend=config.asr_backend, cache_dir=config.cache_dir)
         print(format_table(rows))
         return 0
     if args.vision:
         from .eval_vision import evaluate_vision, format_table
 
-        print(format_table(evaluate_vision(args.vision)))
+        config = _config(args)
+        print(format_table(evaluate_vision(args.vision, recognizer=config.vision, cache_dir=config.cache_dir,
+                                           device=config.device)))
         return 0
     from .evaluate import evaluate_tour as run
     from .evaluate import failures, format_report, save_report

