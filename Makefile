@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 TOUR   ?= paris
 
 .DEFAULT_GOAL := help
-.PHONY: help setup run kiosk test test-fast test-slow lint index eval eval-asr eval-vision bench doctor clean
+.PHONY: help setup run kiosk test test-fast test-slow test-browser screenshot lint index eval eval-asr eval-vision bench doctor clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -23,8 +23,8 @@ setup: $(STAMP) ## create .venv and install everything (system packages too, whe
 run: $(STAMP) ## start the app on the offline default (builds stale indexes first)
 	$(PY) app.py
 
-kiosk: $(STAMP) ## full-screen kiosk mode on localhost
-	$(PY) app.py --kiosk
+kiosk: $(STAMP) ## full-screen kiosk mode on localhost (IDLE=seconds before a new conversation)
+	$(PY) app.py --kiosk $(if $(IDLE),--idle-reset $(IDLE))
 
 test: $(STAMP) ## the whole suite: fast tests, then slow tests with the real offline models
 	$(PY) -m pytest -m "not slow" -q
@@ -35,6 +35,12 @@ test-fast: $(STAMP) ## fast tests only (tiny / fake models, seconds)
 
 test-slow: $(STAMP) ## slow tests only (real offline weights)
 	$(PY) -m pytest -m slow -q
+
+test-browser: $(STAMP) ## the app in headless Chromium with the real models (part of test-slow)
+	$(PY) -m pytest -m browser -q
+
+screenshot: $(STAMP) ## refresh docs/screenshot.png
+	GUIDE_UPDATE_SCREENSHOT=1 $(PY) -m pytest -q tests/test_browser.py -k typed
 
 lint: $(STAMP) ## ruff
 	$(PY) -m ruff check .

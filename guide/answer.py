@@ -196,7 +196,8 @@ class ExtractiveLLM:
             m = _SOURCE_LINE.match(line.strip())
             if not m:
                 continue
-            for sentence in re.split(r"(?<=[.!?。！？])\s*|\n", m.group(2)):
+            body = m.group(2).split(": ", 1)[-1]  # "[n] Title: text"
+            for sentence in re.split(r"(?<=[.!?。！？])\s*|\n", body):
                 tokens = set(tokenize(sentence))
                 score = len(q_tokens & tokens) / (1 + len(tokens) ** 0.5)
                 if sentence.strip() and score > best_score:
@@ -333,6 +334,11 @@ def unsupported_claims(answer: str, hits: list[Hit], question: str) -> list[str]
 _CITATION = re.compile(r"\[(\d+)\]")
 
 
+def is_dump(answer: str) -> bool:
+    """Whether the model pasted the numbered sources back ("[1] Eiffel Tower: ... [2] ...")."""
+    return bool(re.match(r"\s*\[\d+\]\s*\S", answer)) and len(_CITATION.findall(answer)) >= 2
+
+
 def is_echo(answer: str, question: str) -> bool:
     """Whether the answer only repeats (part of) the question: nothing in it that the question lacks."""
     words = [t for t in tokenize(_CITATION.sub(" ", answer)) if len(t) > 1 or not t.isascii()]
@@ -414,8 +420,12 @@ class AnswerStream:
                 f"{phrase('answer_in', self.lang)}")}]
             again = "".join(self.llm.stream(retry, max_tokens=self.max_tokens, temperature=self.temperature)).strip()
             log.info("answer echoed the question; asked again: %r -> %r", text, again)
-            if again and not is_echo(again, self.question) and not is_refusal(again):
+            if again and not is_echo(again, self.question) and not is_refusal(again) and not is_dump(again):
                 text = raw = again
+            else:  # still nothing usable: quote the source sentence that best fits the question
+                text = raw = "".join(ExtractiveLLM().stream(retry, max_tokens=self.max_tokens)).strip()
+        elif is_dump(text):
+            text = raw = "".join(ExtractiveLLM().stream(self.messages, max_tokens=self.max_tokens)).strip()
         invented = unsupported_claims(text, self.hits, self.question)
         if invented:  # numbers no source gave: the model is guessing, so the guide declines instead
             log.info("answer withdrawn, unsupported numbers %s: %r", invented, text)

@@ -213,3 +213,8 @@ def test_echo_detection(answer, echo):
     if answer.startswith("アーチ"):
         question = "ポンヌフにはアーチがいくつありますか？"
     assert is_echo(answer, question) is echo
+
+
+def test_pasted_sources_become_the_best_quoted_sentence(hits):
+    _, answer = run(ScriptedLLM("[1] Eiffelturm: Der Turm ist 330 Meter hoch. [2] Eiffelturm: Erbaut: 1887"), hits)
+    assert answer.text == "Der Turm ist 330 Meter hoch. [1]" and answer.citations == [1]
