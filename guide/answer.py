@@ -190,6 +190,10 @@ class ExtractiveLLM:
         prompt = messages[-1]["content"]
         lines = prompt.splitlines()
         question = next((ln.split(":", 1)[1] for ln in lines if ln.split(":", 1)[0] in _QUESTION_LABELS), "")
+        # spoken questions often open with a greeting: the last sentence is the question itself
+        asked = [q for q in re.split(r"(?<=[.!?。！？])\s*", question.strip()) if q.strip()]
+        questions = [q for q in asked if q.rstrip().endswith(("?", "？"))] or asked
+        question = questions[-1] if questions else question
         q_tokens = set(tokenize(question))
         best, best_score = None, 0.0
         for line in lines:
