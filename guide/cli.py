@@ -101,9 +101,18 @@ def cmd_eval(args) -> int:
     if args.asr:
         from .eval_speech import evaluate_asr, format_table
 
+        from .eval_speech import round_trip
+        from .tours import load_tour
+
         config = _config(args)
         rows = evaluate_asr(args.asr, name=config.asr, backend=config.asr_backend, cache_dir=config.cache_dir)
         print(format_table(rows))
+        # round trip: sentences of the tour in each of its languages, spoken, then transcribed back
+        tour = load_tour(config.tours_dir / args.tour)
+        texts = {lang: [a.descriptions[lang].split("\n")[0].split(". ")[0].split("。")[0] for a in tour.attractions[:3]]
+                 for lang in tour.languages}
+        print(f"\nRound trip on tour {tour.id} (synthesised, transcribed back; CER):\n")
+        print(format_table(round_trip(texts, name=config.asr, backend=config.asr_backend, cache_dir=config.cache_dir)))
         return 0
     if args.vision:
         from .eval_vision import evaluate_vision, format_table
