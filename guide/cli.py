@@ -99,9 +99,7 @@ def cmd_ask(args) -> int:
 
 def cmd_eval(args) -> int:
     if args.asr:
-        from .eval_speech import evaluate_asr, format_table
-
-        from .eval_speech import round_trip
+        from .eval_speech import evaluate_asr, format_table, round_trip
         from .tours import load_tour
 
         config = _config(args)
