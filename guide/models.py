@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from .errors import ModelUnavailable
 
-__all__ = ["Pack", "PACKS", "register_pack", "pack_status", "assemble_pack", "find_part"]
+__all__ = ["Pack", "PACKS", "register_pack", "pack_status", "assemble_pack", "find_part", "sha256_file"]
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +71,8 @@ def find_part(package: str, relpath: str) -> Path | None:
     return None
 
 
-def _sha256(path: Path) -> str:
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file, read in blocks."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):

@@ -9,7 +9,6 @@ every other language (robotic, but 100+ languages in ~20 ms a sentence).
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import json
 import logging
@@ -252,14 +251,6 @@ def _piper_voice_path(name: str) -> Path | None:
     return find_part(package, relpath)
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _piper_language(config: dict) -> str:
     code = (config.get("language") or {}).get("code") or (config.get("espeak") or {}).get("voice") or "en"
     return _base(code)
@@ -297,7 +288,9 @@ class Piper:
         config_path = Path(f"{path}.json")
         if not config_path.is_file():
             raise ValueError(f"the Piper voice {path} lacks its config {config_path.name}")
-        if sha256 and _sha256(path) != sha256:
+        from .models import sha256_file
+
+        if sha256 and sha256_file(path) != sha256:
             raise ModelUnavailable(f"the Piper voice {name} failed its checksum: the package was swapped or "
                                    f"damaged; reinstall it")
         language = _piper_language(json.loads(config_path.read_text(encoding="utf-8")))

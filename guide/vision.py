@@ -37,7 +37,7 @@ import numpy as np
 from tqdm import tqdm
 
 from .errors import GuideError, ModelUnavailable
-from .models import Pack, assemble_pack, register_pack
+from .models import Pack, assemble_pack, register_pack, sha256_file
 from .tours import Tour
 
 __all__ = [
@@ -614,14 +614,6 @@ class ReferencePhoto:
     sha256: str
 
 
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def list_photos(tour: Tour) -> list[tuple[str, Path]]:
     """(attraction id, path) of every reference photo of the tour, sorted; unknown attraction folders are skipped."""
     root = tour.folder / "photos"
@@ -808,7 +800,7 @@ def ensure_photo_index(tour: Tour, embedder: ImageEmbedder, index_root: Path, *,
     """Load the tour's photo index, rebuilding it when photos, model or features changed."""
     folder = photo_index_folder(index_root, tour, recognizer)
     photos = list_photos(tour)
-    entries = [(a, p, _file_sha256(p)) for a, p in photos]
+    entries = [(a, p, sha256_file(p)) for a, p in photos]
     features = _features_key(options, local)
     content_hash = _photos_hash(embedder, features, entries)
     manifest = _read_manifest(folder)
@@ -1128,7 +1120,7 @@ def add_photos(tour: Tour, attraction_id: str, paths: list[Path]) -> list[Path]:
     folder = tour.photos_dir(attraction_id)
     existing = {}
     for a, p in list_photos(tour):
-        existing.setdefault(_file_sha256(p), (a, p))
+        existing.setdefault(sha256_file(p), (a, p))
     added: list[Path] = []
     for path in map(Path, paths):
         if not path.is_file():
