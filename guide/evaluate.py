@@ -101,6 +101,14 @@ def answer_language(answer: str, tour) -> str | None:
     return detect_language(text, tour.languages)[0]
 
 
+def citations_valid(answer: str, passages: list, attractions: tuple[str, ...]) -> bool:
+    """An answer cites at least one source, every [n] is one of the sources given, and one is on topic."""
+    cited = [int(n) for n in re.findall(r"\[(\d+)\]", answer)]
+    if not cited or any(not 1 <= n <= len(passages) for n in cited):
+        return False
+    return not attractions or any(passages[n - 1].passage.attraction in attractions for n in cited)
+
+
 def evaluate_tour(guide: Guide, tour_id: str, *, questions: list[EvalQuestion] | None = None,
                   limit: int | None = None, progress: bool = True) -> dict:
     """Run every question of the tour's eval set through the real pipeline and score it."""
@@ -132,6 +140,8 @@ def evaluate_tour(guide: Guide, tour_id: str, *, questions: list[EvalQuestion] |
             row["r5"] = any(a in q.attractions for a in ranked[:5])
         if q.type != "unanswerable":
             row["fact_ok"] = (not turn.refused) and contains_fact(turn.answer, q.expect)
+            if not turn.refused:
+                row["citation_ok"] = citations_valid(turn.raw or turn.answer, turn.passages, q.attractions)
         else:
             row["refusal_ok"] = turn.refused
         rows.append(row)
@@ -157,13 +167,14 @@ def summarize(rows: list[dict]) -> dict:
         "language_match": _mean(r["lang_ok"] for r in rows),
         "language_neutral": sum(r["answer_lang"] is None for r in rows),
         "refusals": _mean(r["refusal_ok"] for r in rows if "refusal_ok" in r),
+        "citation_validity": _mean(r["citation_ok"] for r in rows if "citation_ok" in r),
         "false_refusals": _mean(r["refused"] for r in answerable),
         "median_seconds": round(statistics.median(r["seconds"] for r in rows), 2) if rows else None,
     }
 
 
 _COLUMNS = ["questions", "recall@1", "recall@5", "fact_accuracy", "followup_accuracy", "language_match",
-            "language_neutral", "refusals", "false_refusals", "median_seconds"]
+            "language_neutral", "refusals", "false_refusals", "citation_validity", "median_seconds"]
 
 
 def format_report(report: dict) -> str:

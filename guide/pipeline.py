@@ -34,6 +34,7 @@ class Turn:
     answer: str = ""
     refused: bool = False  # the guide said its sources do not answer this
     citations: list[int] = field(default_factory=list)
+    raw: str = ""  # what the model said, before the guide's post-processing
     notice: str | None = None  # a visitor-facing message about the input (too long, unsupported language...)
     transcript: object | None = None  # asr.Transcript when the visitor spoke
     recognition: object | None = None  # vision.Recognition when the visitor showed a photo
@@ -78,7 +79,7 @@ class Guide:
         if llm is None:
             try:
                 llm = load_llm(config.llm, cache_dir=config.cache_dir, n_ctx=config.llm_context,
-                               threads=config.threads, device=config.device)
+                               threads=config.threads, device=config.device, adapter=config.adapter)
             except ModelUnavailable as e:
                 # keep serving: quote the best source sentence instead, and say why on every answer
                 log.error("LLM %s unavailable (%s); answering with quotes from the sources", config.llm, e)
@@ -162,6 +163,49 @@ def _retrieve(guide: Guide, tour: Tour, query, state: DialogueState) -> list[Hit
     return hits
 
 
+@dataclass
+class Prepared:
+    """What the LLM is given for one question: the resolved query, passages and chat messages."""
+
+    query: object  # dialogue.Query
+    hits: list[Hit]
+    attraction: str | None  # the subject of the answer
+    subject: str  # display name(s) of the subject, or "this tour"
+    messages: list[dict]
+    evidence: list[str]  # texts the grounding checks may rely on
+
+
+def prepare_prompt(guide: Guide, state: DialogueState, question: str, tour_obj: Tour, *, seen: str | None = None,
+                   heard: str | None = None, example: bool | None = None) -> Prepared:
+    """Resolve the question in the dialogue, retrieve, and build the LLM's messages (updates `state`).
+
+    The serving path and the fine-tuning data use this same function, so a model is trained on
+    exactly the prompts it will see.
+    """
+    query = resolve(state, question, tour_obj, seen=seen, heard=heard)
+    hits = _retrieve(guide, tour_obj, query, state)
+    if state.attraction and query.attractions and state.attraction not in query.attractions:
+        query = replace(query, attractions=[state.attraction])  # the subject changed
+    elif not query.attractions and hits:
+        state.attraction = hits[0].passage.attraction  # "Where is the Mona Lisa?" -> the Louvre
+    attraction = query.attractions[0] if query.attractions else state.attraction
+    subject = (" / ".join(tour_obj.attraction(a).name(query.language) for a in query.attractions)
+               if query.attractions else phrase("this_tour", query.language))
+    llm = guide.llm
+    if example is None:
+        example = getattr(llm, "prompt_example", True)
+    budget = guide.config.llm_context - guide.config.max_answer_tokens - 64
+    messages = build_messages(question, query.language, hits, tour_title=tour_obj.title(query.language),
+                              subject=subject if query.carried else None,
+                              history=state.history[-guide.config.history_turns:], budget=budget,
+                              count=llm.count_tokens, example=example)
+    # what the tour says about the attractions in question, in every language, plus what was retrieved
+    evidence = [h.passage.text for h in hits]
+    evidence += [p.text for p in guide.indexes[tour_obj.id].passages if p.attraction in query.attractions]
+    return Prepared(query=query, hits=hits, attraction=attraction, subject=subject, messages=messages,
+                    evidence=evidence)
+
+
 def stream_turn(guide: Guide, state: DialogueState, *, text: str | None = None, audio=None, image=None,
                 tour: str | None = None, speak: bool = False) -> Iterator[Turn]:
     """Run one visitor turn, yielding the Turn as it grows (streamed answer text); the last has done=True.
@@ -221,35 +265,23 @@ def stream_turn(guide: Guide, state: DialogueState, *, text: str | None = None, 
 
     t = time.perf_counter()
     heard = turn.transcript.language if turn.transcript is not None and turn.transcript.text else None
-    query = resolve(state, question, tour_obj, seen=seen, heard=heard)
+    prepared = prepare_prompt(guide, state, question, tour_obj, seen=seen, heard=heard)
+    query = prepared.query
     turn.question, turn.language = question, query.language
     if query.detected != query.language and query.detected not in tour_obj.languages:
         choices = ", ".join(language_name(c) for c in tour_obj.languages)
         turn.notice = (f"I can't answer in {language_name(query.detected)} yet; this tour speaks {choices}. "
                        f"Here is my answer in {language_name(query.language)}.")
-    turn.passages = _retrieve(guide, tour_obj, query, state)
-    if state.attraction and query.attractions and state.attraction not in query.attractions:
-        query = replace(query, attractions=[state.attraction])  # the subject changed
-    elif not query.attractions and turn.passages:
-        state.attraction = turn.passages[0].passage.attraction  # "Where is the Mona Lisa?" -> the Louvre
-    turn.attraction = query.attractions[0] if query.attractions else state.attraction
+    turn.passages = prepared.hits
+    turn.attraction = prepared.attraction
     turn.attraction_name = tour_obj.attraction(turn.attraction).name(query.language) if turn.attraction else None
     timings["retrieval"] = time.perf_counter() - t
 
-    subject = (" / ".join(tour_obj.attraction(a).name(query.language) for a in query.attractions)
-               if query.attractions else phrase("this_tour", query.language))
     llm = guide.llm
-    budget = guide.config.llm_context - guide.config.max_answer_tokens - 64
-    messages = build_messages(question, query.language, turn.passages, tour_title=tour_obj.title(query.language),
-                              subject=subject if query.carried else None,
-                              history=state.history[-guide.config.history_turns:], budget=budget,
-                              count=llm.count_tokens)
-    # what the tour says about the attractions in question, in every language, plus what was retrieved
-    evidence = [h.passage.text for h in turn.passages]
-    evidence += [p.text for p in guide.indexes[tour_obj.id].passages if p.attraction in query.attractions]
-    stream = AnswerStream(llm, messages, lang=query.language, hits=turn.passages, question=question, evidence=evidence,
-                          subject=subject, max_tokens=guide.config.max_answer_tokens,
-                          temperature=guide.config.temperature, check=guide.config.answer_check)
+    stream = AnswerStream(llm, prepared.messages, lang=query.language, hits=turn.passages, question=question,
+                          evidence=prepared.evidence, subject=prepared.subject,
+                          max_tokens=guide.config.max_answer_tokens, temperature=guide.config.temperature,
+                          check=guide.config.answer_check, guards=guide.config.answer_guards)
     t = time.perf_counter()
     first = None
     for piece in stream:
@@ -260,7 +292,7 @@ def stream_turn(guide: Guide, state: DialogueState, *, text: str | None = None, 
     answer = stream.answer
     timings["first_token"] = first or 0.0
     timings["llm"] = time.perf_counter() - t
-    turn.answer, turn.refused, turn.citations = answer.text, answer.refused, answer.citations
+    turn.answer, turn.refused, turn.citations, turn.raw = answer.text, answer.refused, answer.citations, answer.raw
     if "llm" in guide.problems and not turn.notice:
         turn.notice = ("The answer model is not installed here, so I quote the best sentence from my sources "
                        f"instead. ({guide.problems['llm']})")
