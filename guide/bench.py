@@ -92,7 +92,8 @@ def bench_llm(config: GuideConfig, *, runs: int = 3) -> str:
     for q in tqdm(_questions(tour)[:runs], desc="llm", unit="answer"):
         query = resolve(DialogueState(tour=tour.id), q, tour)
         hits = _retrieve(guide, tour, query, DialogueState(tour=tour.id))
-        messages = build_messages(q, query.language, hits, tour_title=tour.title(query.language))
+        messages = build_messages(q, query.language, hits, tour_title=tour.title(query.language),
+                                  example=getattr(llm, "prompt_example", True))
         prompt_tokens = llm.count_tokens("".join(m["content"] for m in messages))
         t = time.perf_counter()
         first, text = None, ""

@@ -31,6 +31,8 @@ class GuideConfig:
     temperature: float = 0.0  # 0 = greedy, reproducible answers
     top_k: int = 4  # passages given to the LLM
     answer_check: bool = False  # ask the LLM first whether the sources answer it (for models > 0.5B)
+    answer_guards: bool = True  # concept pre-check, invented-number withdrawal, echo retry (answer.AnswerStream)
+    adapter: str = "auto"  # LoRA adapter for the LLM: auto (the published one for this base, if any), none, or a path
     max_question_chars: int = 1000  # longer questions are refused with a message
     history_turns: int = 6  # visitor+guide messages kept before trimming to the context
     asr: str = "whisper-base"  # Whisper model name or checkpoint path (asr.py)

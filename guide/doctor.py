@@ -42,6 +42,28 @@ def _llm_line(config: GuideConfig) -> str:
     return f"{name}: {'present' if name == 'extractive' or Path(name).is_file() else 'MISSING file'}"
 
 
+def _adapter_line(config: GuideConfig) -> str:
+    from .adapters import ADAPTERS_DIR, published, read_manifest, resolve_adapter
+    from .models import PACKS
+
+    base = config.llm[3:] if config.llm.startswith("hf:") else config.llm
+    if base not in PACKS:
+        return f"none ({config.llm} is not a model pack this project fine-tunes)"
+    if config.adapter == "none":
+        return "none (GUIDE_ADAPTER=none)"
+    folder = published(base) if config.adapter == "auto" else Path(config.adapter)
+    if folder is None:
+        return f"none published in {ADAPTERS_DIR / base} (make finetune creates one); serving the base model"
+    found, manifest = resolve_adapter(config.adapter, base_name=base, base_sha256=PACKS[base].sha256)
+    if found is None:
+        why = read_manifest(folder).get("base", {})
+        return f"{folder} NOT USED: trained on {why.get('name')} ({str(why.get('sha256'))[:12]}…), not this base"
+    after = manifest.get("metrics", {}).get("after", {})
+    facts = after.get("fact_accuracy")
+    return (f"{found} (LoRA r={manifest.get('lora', {}).get('r')}, tour {manifest.get('tour')}, "
+            f"{manifest.get('created')}" + (f", held-out fact accuracy {facts:.2f}" if facts is not None else "") + ")")
+
+
 def _embedder_line(config: GuideConfig) -> str:
     if config.embedder == "e5-small":
         return "e5-small (multilingual-e5-small, 4-bit): " + (
@@ -101,6 +123,7 @@ def report(config: GuideConfig) -> str:
              f"device:     {_device_line()}",
              f"embedder:   {_embedder_line(config)}",
              f"llm:        {_llm_line(config)}",
+             f"adapter:    {_optional('adapter', lambda: _adapter_line(config))}",
              f"asr:        {_optional('asr', lambda: _asr_line(config))}",
              f"tts:        {_optional('tts', lambda: _tts_line(config))}",
              f"vision:     {_optional('vision', lambda: _vision_line(config))}",

@@ -40,5 +40,6 @@ def offline_guide(tmp_path_factory):
     """The real offline models (e5-small + Qwen2.5 0.5B GGUF) over the project's own tours."""
     from guide.pipeline import Guide
 
-    config = load_config("offline", index_dir=tmp_path_factory.mktemp("indexes"))
+    # hermetic: the base model, whatever adapter `make finetune` may have published on this machine
+    config = load_config("offline", index_dir=tmp_path_factory.mktemp("indexes"), adapter="none")
     return Guide.load(config, progress=False)

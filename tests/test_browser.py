@@ -58,7 +58,7 @@ def server(tmp_path_factory):
         shutil.copytree(ROOT / "indexes", tmp / "indexes")
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("GUIDE_", "GRADIO_"))}
-    env.update(GUIDE_PROFILE="offline", GUIDE_INDEX_DIR=str(tmp / "indexes"), GUIDE_TOURS_DIR=str(tmp / "tours"), GRADIO_TEMP_DIR=str(tmp / "gradio"),
+    env.update(GUIDE_PROFILE="offline", GUIDE_ADAPTER="none", GUIDE_INDEX_DIR=str(tmp / "indexes"), GUIDE_TOURS_DIR=str(tmp / "tours"), GRADIO_TEMP_DIR=str(tmp / "gradio"),
                GRADIO_ANALYTICS_ENABLED="False", PYTHONUNBUFFERED="1")
     env.pop("SPACE_ID", None)
     log_path = tmp / "app.log"
