@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 TOUR   ?= paris
 
 .DEFAULT_GOAL := help
-.PHONY: help setup run kiosk test test-fast test-slow test-browser screenshot lint index eval eval-asr eval-vision bench doctor clean
+.PHONY: help setup run kiosk test test-fast test-slow test-browser screenshot lint index eval eval-asr eval-vision finetune bench doctor clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -56,6 +56,9 @@ eval-asr: $(STAMP) ## speech recognition WER per language on the dev audio
 
 eval-vision: $(STAMP) ## photo recognition on the dev images
 	$(PY) -m guide eval --vision ../shared/data/dev/images
+
+finetune: $(STAMP) ## LoRA fine-tune the answer LLM on a tour (TOUR=paris), before/after report; publishes a better adapter
+	$(PY) -m guide finetune --tour $(TOUR)
 
 bench: $(STAMP) ## latency and throughput tables, with the machine described
 	$(PY) -m guide bench

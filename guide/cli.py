@@ -1,4 +1,4 @@
-"""`python -m guide ...`: index, ask, eval, bench, doctor, validate, photos."""
+"""`python -m guide ...`: index, ask, eval, finetune, bench, doctor, validate, photos."""
 
 from __future__ import annotations
 
@@ -136,6 +136,44 @@ def cmd_eval(args) -> int:
     return 0
 
 
+def cmd_finetune(args) -> int:
+    from .finetune import PRESETS, FinetuneConfig, run_finetune
+
+    if args.check:
+        return _check_backends(args)
+
+    cfg = FinetuneConfig(**PRESETS[args.preset]).replace(
+        tour=args.tour, base=args.base, max_steps=args.max_steps, time_budget_s=args.time_budget,
+        max_train_examples=args.max_train_examples, max_test_questions=args.max_test_questions,
+        seed=args.seed, run_dir=args.run_dir)
+    if args.no_eval:
+        cfg = cfg.replace(evaluate=False)
+    if args.no_publish:
+        cfg = cfg.replace(publish=False)
+    if args.qa_dir is not None:
+        cfg = cfg.replace(qa_dir=args.qa_dir)
+    report = run_finetune(cfg, gcfg=_config(args), resume=args.resume)
+    from .finetune import format_report
+
+    print(format_report(report))
+    print(f"report: {report['run_dir']}/report.md")
+    return 0
+
+
+def _check_backends(args) -> int:
+    from .finetune import _subsample, compare_backends, format_comparison
+    from .ftdata import load_jsonl
+
+    adapter = Path(args.check)
+    data = adapter.parent / "data" / "test.jsonl"
+    if not data.is_file():
+        raise GuideError(f"no held-out prompts next to the adapter ({data}); pass the adapter folder of a run")
+    prompts = [e.messages[:-1] for e in _subsample(load_jsonl(data), args.prompts, 1)]
+    rows = compare_backends(adapter, prompts, cache_dir=_config(args).cache_dir)
+    print(format_comparison(rows))
+    return 0
+
+
 def cmd_bench(args) -> int:
     from .bench import run_bench
 
@@ -197,6 +235,25 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--llm")
     p.add_argument("--embedder")
     p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("finetune", help="LoRA fine-tuning of the answer LLM, with a before/after evaluation")
+    p.add_argument("--tour", default="paris")
+    p.add_argument("--preset", choices=["offline", "gpu", "tiny"], default="offline")
+    p.add_argument("--base", help="GGUF pack name, hub id or local model folder (default: the preset's)")
+    p.add_argument("--max-steps", type=int)
+    p.add_argument("--time-budget", type=float, help="seconds of training before stopping (best checkpoint kept)")
+    p.add_argument("--max-train-examples", type=int)
+    p.add_argument("--max-test-questions", type=int)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--qa-dir", type=Path, help="dialogue sets folder (default ../shared/data/dev/qa when present)")
+    p.add_argument("--run-dir", type=Path)
+    p.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue a run from its last checkpoint")
+    p.add_argument("--no-eval", action="store_true", help="skip the answer-level before/after evaluation")
+    p.add_argument("--no-publish", action="store_true", help="do not make the adapter the default")
+    p.add_argument("--check", type=Path, metavar="ADAPTER",
+                   help="only compare transformers and llama.cpp greedy answers with this adapter")
+    p.add_argument("--prompts", type=int, default=6, help="held-out prompts for --check")
+    p.set_defaults(func=cmd_finetune)
 
     p = sub.add_parser("bench", help="latency benchmarks, printed as tables")
     p.add_argument("--quick", action="store_true", help="smaller synthetic corpus")

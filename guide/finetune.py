@@ -1,0 +1,648 @@
+"""Supervised LoRA fine-tuning of the answer LLM: data -> training -> before/after evaluation -> adapter.
+
+    python -m guide finetune --tour paris            # the offline 0.5B base, on this machine's CPU
+    python -m guide finetune --tour paris --preset tiny   # a tiny random model, seconds (tests)
+
+One run writes a folder (runs/finetune-<tour>-<time>/): the dataset (jsonl per split), checkpoints,
+the adapter (peft + GGUF for llama.cpp + manifest), and report.md / report.json. When the adapter
+beats the base on the held-out attractions without refusing less, it is published to
+adapters/<base>/ and served by default from then on.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tqdm import tqdm
+
+from .config import ROOT, GuideConfig, load_config
+from .errors import GuideError
+from .ftdata import Example, build_dataset, data_hash, dataset_stats, save_jsonl
+
+__all__ = ["FinetuneConfig", "PRESETS", "load_base", "encode", "train", "run_finetune", "tiny_base"]
+
+log = logging.getLogger(__name__)
+
+LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    tour: str = "paris"
+    base: str = "qwen2.5-0.5b"  # a GGUF model pack (loaded de-quantized), a hub id, a local folder, or "tiny"
+    seed: int = 0
+    # data
+    qa_dir: Path | None = ROOT.parent / "shared" / "data" / "dev" / "qa"  # dev dialogue sets, used when present
+    per_set: int = 40  # examples taken from each dialogue set
+    dev_attractions: int = 2
+    test_attractions: int = 3
+    max_train_examples: int | None = None  # subsample (by kind, evenly) to fit a time budget
+    max_length: int = 1280  # tokens; longer examples are dropped
+    # LoRA and optimisation
+    lora_r: int = 8
+    lora_alpha: int = 16
+    lora_dropout: float = 0.05
+    targets: tuple[str, ...] = LORA_TARGETS
+    lr: float = 3e-4
+    weight_decay: float = 0.01
+    warmup_steps: int = 8
+    max_steps: int = 120  # optimizer steps
+    grad_accum: int = 4  # examples per optimizer step
+    max_grad_norm: float = 1.0
+    dtype: str = "auto"  # float32 | bfloat16 | auto (bf16 where the hardware has it)
+    # early stopping and checkpoints
+    eval_every: int = 15  # optimizer steps between dev-loss evaluations (and checkpoints)
+    patience: int = 3  # evaluations without improvement before stopping
+    max_dev_examples: int = 24
+    time_budget_s: float | None = None  # stop training after this long (the best checkpoint is kept)
+    # evaluation
+    evaluate: bool = True  # answer-level before/after evaluation on the test split
+    max_test_questions: int | None = None  # the written eval set's questions first, then generated ones
+    max_test_loss_examples: int | None = None
+    publish: bool = True  # publish the adapter when it beats the base
+    compare_prompts: int = 4  # test prompts answered by both backends (transformers, llama.cpp), greedy
+    run_dir: Path | None = None
+
+    def replace(self, **changes) -> FinetuneConfig:
+        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+
+PRESETS: dict[str, dict] = {
+    # the real run on a 2-core CPU, about 45 minutes all told (measured; see README)
+    "offline": {"max_train_examples": 180, "grad_accum": 2, "max_steps": 90, "lr": 2e-4, "eval_every": 20,
+                "max_dev_examples": 12, "time_budget_s": 1500, "max_test_questions": 90,
+                "max_test_loss_examples": 40},
+    # a larger base where a GPU is available
+    "gpu": {"base": "Qwen/Qwen2.5-1.5B-Instruct", "max_steps": 300, "grad_accum": 8, "per_set": 200,
+            "max_dev_examples": 64, "eval_every": 25},
+    # a tiny random model built from a config: the whole loop in seconds, for tests
+    "tiny": {"base": "tiny", "max_steps": 30, "grad_accum": 1, "eval_every": 5, "patience": 2, "lr": 3e-3,
+             "warmup_steps": 2, "max_dev_examples": 4, "per_set": 0, "max_train_examples": 8, "evaluate": False,
+             "publish": False, "dtype": "float32", "max_length": 4096},
+}
+
+
+# --- models -------------------------------------------------------------------------------------
+
+def tiny_base(folder: Path, texts: list[str], *, seed: int = 0) -> Path:
+    """A tiny random Qwen2 model with a byte-level BPE tokenizer trained on `texts` (for tests)."""
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
+
+    folder = Path(folder)
+    if (folder / "config.json").is_file():
+        return folder
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.train_from_iterator(texts, trainers.BpeTrainer(vocab_size=600, special_tokens=specials,
+                                                       initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>")
+    fast.chat_template = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
+                          "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+    torch.manual_seed(seed)
+    config = Qwen2Config(vocab_size=len(fast), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096,
+                         tie_word_embeddings=True, initializer_range=0.2, eos_token_id=fast.eos_token_id, pad_token_id=fast.pad_token_id)
+    model = Qwen2ForCausalLM(config)
+    folder.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(folder)
+    fast.save_pretrained(folder)
+    return folder
+
+
+def _dtype(name: str):
+    import torch
+
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.bfloat16
+        try:
+            flags = Path("/proc/cpuinfo").read_text()
+            return torch.bfloat16 if ("avx512_bf16" in flags or "amx_bf16" in flags) else torch.float32
+        except OSError:
+            return torch.float32
+    return {"float32": torch.float32, "bfloat16": torch.bfloat16}[name]
+
+
+def base_identity(base: str, cache_dir: Path) -> dict:
+    """Name, sha256 and where to load a base model from (the GGUF pack's file, a folder or a hub id)."""
+    from .models import PACKS, assemble_pack
+
+    if base in PACKS:
+        path = assemble_pack(base, cache_dir)
+        return {"name": base, "sha256": PACKS[base].sha256, "path": str(path.parent), "gguf_file": path.name,
+                "arch": "qwen2"}
+    folder = Path(base)
+    if folder.is_dir():
+        from .models import sha256_file
+
+        weights = sorted(folder.glob("*.safetensors")) or sorted(folder.glob("*.bin"))
+        sha = sha256_file(weights[0]) if weights else None
+        arch = json.loads((folder / "config.json").read_text()).get("model_type") if (folder / "config.json").is_file() else None
+        return {"name": folder.name, "sha256": sha, "path": str(folder), "gguf_file": None, "arch": arch}
+    return {"name": base, "sha256": None, "path": base, "gguf_file": None, "arch": None}
+
+
+def load_base(identity: dict, *, dtype=None, device: str = "cpu"):
+    """(tokenizer, model) of a base: GGUF packs are de-quantized by transformers (fp32 weights)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    kwargs = {"gguf_file": identity["gguf_file"]} if identity.get("gguf_file") else {}
+    tok = AutoTokenizer.from_pretrained(identity["path"], **kwargs)
+    model = AutoModelForCausalLM.from_pretrained(identity["path"], dtype=dtype or torch.float32, **kwargs)
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token
+    return tok, model.to(device)
+
+
+# --- data encoding --------------------------------------------------------------------------------
+
+def encode(tok, messages: list[dict], max_length: int) -> tuple[list[int], list[int]] | None:
+    """Token ids and labels of one chat example: loss only on the final assistant message."""
+    prompt = tok.apply_chat_template(messages[:-1], tokenize=False, add_generation_prompt=True)
+    full = tok.apply_chat_template(messages, tokenize=False)
+    if not full.startswith(prompt):
+        raise GuideError("the chat template does not extend the prompt with the answer; cannot mask the loss")
+    p_ids = tok(prompt, add_special_tokens=False)["input_ids"]
+    c_ids = tok(full[len(prompt):], add_special_tokens=False)["input_ids"]
+    if len(p_ids) + len(c_ids) > max_length:
+        return None
+    return p_ids + c_ids, [-100] * len(p_ids) + c_ids
+
+
+def _subsample(rows: list[Example], n: int | None, seed: int) -> list[Example]:
+    """At most n examples, taking kinds and languages round-robin so none is crowded out."""
+    if n is None or len(rows) <= n:
+        return rows
+    groups: dict[tuple, list[Example]] = {}
+    for e in rows:
+        groups.setdefault((e.kind, e.lang), []).append(e)
+    rng = random.Random(seed)
+    for g in groups.values():
+        rng.shuffle(g)
+    out, keys = [], sorted(groups)
+    while len(out) < n:
+        for k in keys:
+            if groups[k] and len(out) < n:
+                out.append(groups[k].pop())
+    rng.shuffle(out)
+    return out
+
+
+# --- training ---------------------------------------------------------------------------------------
+
+def _loss(model, ids, labels, device):
+    """Mean cross-entropy over the answer tokens; logits are computed for the answer only.
+
+    The answer is the end of the sequence, so `logits_to_keep` skips the vocabulary projection of
+    the whole prompt (151k-way for Qwen: a large share of the compute on a CPU).
+    """
+    import torch
+    import torch.nn.functional as F
+
+    start = next(i for i, t in enumerate(labels) if t != -100)
+    x = torch.tensor([ids], device=device)
+    out = model(input_ids=x, logits_to_keep=len(ids) - start + 1)
+    logits = out.logits[0, :-1].float()
+    return F.cross_entropy(logits, torch.tensor(labels[start:], device=device))
+
+
+def mean_loss(model, encoded: list[tuple[list[int], list[int]]], device: str = "cpu", *, progress: bool = False,
+              desc: str = "loss") -> float:
+    """Token-weighted mean loss over examples (no gradients)."""
+    import torch
+
+    total, count = 0.0, 0
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        for ids, labels in tqdm(encoded, desc=desc, disable=not progress, leave=False):
+            n = sum(1 for t in labels if t != -100)
+            total += _loss(model, ids, labels, device).item() * n
+            count += n
+    if was_training:
+        model.train()
+    return total / max(count, 1)
+
+
+def _lr_at(step: int, cfg: FinetuneConfig) -> float:
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    progress = (step - cfg.warmup_steps) / max(1, cfg.max_steps - cfg.warmup_steps)
+    return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
+
+
+@dataclass
+class TrainResult:
+    steps: int
+    best_step: int
+    best_dev_loss: float
+    stopped: str  # max_steps | early_stopping | time_budget
+    history: list[dict] = field(default_factory=list)
+    seconds: float = 0.0
+    seconds_per_step: float = 0.0
+    peak_memory_gib: float = 0.0  # GPU: max allocated by torch; CPU: the process's peak resident memory
+
+
+def train(model, tok, train_rows: list[Example], dev_rows: list[Example], cfg: FinetuneConfig, run_dir: Path, *,
+          device: str = "cpu", resume: bool = False, progress: bool = True):
+    """LoRA-train `model` (a peft model) in place; the best adapter (by dev loss) is saved to run_dir/best.
+
+    A checkpoint (adapter, optimizer, step, data position, RNG) is written at every evaluation;
+    with resume=True training continues from it exactly.
+    """
+    import torch
+
+    run_dir = Path(run_dir)
+    ckpt = run_dir / "checkpoint"
+    enc_train = [e for e in (encode(tok, r.messages, cfg.max_length) for r in train_rows) if e]
+    enc_dev = [e for e in (encode(tok, r.messages, cfg.max_length) for r in dev_rows[:cfg.max_dev_examples]) if e]
+    if not enc_train:
+        raise GuideError("no training example fits max_length")
+    params = [p for p in model.parameters() if p.requires_grad]
+    decay = [p for p in params if p.ndim >= 2]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                             {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}], lr=cfg.lr)
+    state = {"step": 0, "best": float("inf"), "best_step": 0, "bad": 0, "history": [], "seconds": 0.0}
+    if resume and (ckpt / "state.json").is_file():
+        from peft import set_peft_model_state_dict
+        from safetensors.torch import load_file
+
+        set_peft_model_state_dict(model, load_file(str(ckpt / "adapter.safetensors")))
+        opt.load_state_dict(torch.load(ckpt / "optimizer.pt", weights_only=True))
+        state = json.loads((ckpt / "state.json").read_text())
+        torch.set_rng_state(torch.load(ckpt / "rng.pt", weights_only=True))
+        log.info("resumed from %s at step %d", ckpt, state["step"])
+    order_rng = random.Random(cfg.seed)
+    order: list[int] = []
+    for _ in range((cfg.max_steps * cfg.grad_accum) // len(enc_train) + 1):
+        perm = list(range(len(enc_train)))
+        order_rng.shuffle(perm)
+        order += perm
+    model.train()
+    autocast = torch.autocast(device_type=device.split(":")[0], dtype=torch.bfloat16,
+                              enabled=_dtype(cfg.dtype) == torch.bfloat16)
+    stopped = "max_steps"
+    t0 = time.perf_counter() - state["seconds"]
+    bar = tqdm(total=cfg.max_steps, initial=state["step"], desc="fine-tuning", unit="step", disable=not progress)
+    while state["step"] < cfg.max_steps:
+        step = state["step"]
+        for group in opt.param_groups:
+            group["lr"] = _lr_at(step, cfg)
+        total = 0.0
+        for j in range(cfg.grad_accum):
+            ids, labels = enc_train[order[(step * cfg.grad_accum + j) % len(order)]]
+            with autocast:
+                loss = _loss(model, ids, labels, device) / cfg.grad_accum
+            loss.backward()
+            total += loss.item()
+        norm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        state["step"] = step + 1
+        state["seconds"] = time.perf_counter() - t0
+        bar.update(1)
+        bar.set_postfix(loss=f"{total:.3f}", lr=f"{_lr_at(step, cfg):.1e}")
+        state["history"].append({"step": state["step"], "loss": round(total, 4), "grad_norm": round(float(norm), 3)})
+        last = state["step"] == cfg.max_steps
+        over_time = cfg.time_budget_s is not None and state["seconds"] > cfg.time_budget_s
+        if state["step"] % cfg.eval_every == 0 or last or over_time:
+            with autocast:
+                dev = mean_loss(model, enc_dev, device) if enc_dev else total
+            state["history"][-1]["dev_loss"] = round(dev, 4)
+            bar.write(f"step {state['step']}: train loss {total:.3f}, dev loss {dev:.3f}")
+            if dev < state["best"] - 1e-4:
+                state.update(best=dev, best_step=state["step"], bad=0)
+                model.save_pretrained(run_dir / "best")
+            else:
+                state["bad"] += 1
+            _checkpoint(model, opt, state, ckpt)
+            if state["bad"] >= cfg.patience:
+                stopped = "early_stopping"
+                break
+            if over_time:
+                stopped = "time_budget"
+                break
+    bar.close()
+    seconds = time.perf_counter() - t0
+    return TrainResult(steps=state["step"], best_step=state["best_step"], best_dev_loss=state["best"], stopped=stopped,
+                       history=state["history"], seconds=round(seconds, 1),
+                       seconds_per_step=round(seconds / max(1, state["step"]), 2), peak_memory_gib=_peak_memory(device))
+
+
+def _peak_memory(device: str) -> float:
+    import torch
+
+    if device.startswith("cuda"):
+        return round(torch.cuda.max_memory_allocated() / 2**30, 2)
+    try:
+        import resource
+
+        return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2)  # KiB on Linux
+    except (ImportError, OSError):
+        return 0.0
+
+
+def _checkpoint(model, opt, state: dict, ckpt: Path) -> None:
+    """Write the checkpoint to a temporary folder, then swap it in (a crash keeps the previous one)."""
+    import shutil
+
+    import torch
+    from peft import get_peft_model_state_dict
+    from safetensors.torch import save_file
+
+    tmp = ckpt.with_name(ckpt.name + ".tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    save_file({k: v.contiguous() for k, v in get_peft_model_state_dict(model).items()},
+              str(tmp / "adapter.safetensors"))
+    torch.save(opt.state_dict(), tmp / "optimizer.pt")
+    torch.save(torch.get_rng_state(), tmp / "rng.pt")
+    (tmp / "state.json").write_text(json.dumps(state))
+    if ckpt.exists():
+        shutil.rmtree(ckpt)
+    tmp.rename(ckpt)
+
+
+def add_lora(model, cfg: FinetuneConfig):
+    from peft import LoraConfig, get_peft_model
+
+    lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                      target_modules=list(cfg.targets), task_type="CAUSAL_LM", bias="none")
+    return get_peft_model(model, lora)
+
+
+# --- the whole run -------------------------------------------------------------------------------------
+
+def _guide_for_data(gcfg: GuideConfig, tour_id: str):
+    from .answer import ExtractiveLLM
+    from .pipeline import Guide
+
+    return Guide.load(gcfg, tours=[tour_id], llm=ExtractiveLLM(), progress=False)
+
+
+def held_out_questions(split, data: dict[str, list[Example]], tour, *, limit: int | None = None, seed: int = 0) -> list:
+    """The test split as eval questions: the tour's written eval set on test attractions, then generated ones."""
+    from .evaluate import EvalQuestion, load_eval_set
+
+    written = []
+    eval_file = tour.folder / "eval.yaml"
+    if eval_file.is_file():
+        written = [q for q in load_eval_set(eval_file) if q.attractions and set(q.attractions) <= set(split.test)]
+    room = None if limit is None else max(0, limit - len(written))
+    generated = []
+    for e in _subsample(data["test"], room, seed):
+        kind = {"switch": "followup"}.get(e.kind, e.kind)
+        generated.append(EvalQuestion(id=e.id, lang=e.lang, type=kind, question=e.question,
+                                      attractions=(e.attraction,) if e.attraction else (), expect=tuple(e.expect),
+                                      history=tuple(e.history)))
+    return (written + generated)[:limit]
+
+
+def _answer_eval(gcfg: GuideConfig, tour_id: str, llm, questions, progress: bool) -> dict:
+    from .evaluate import evaluate_tour
+    from .pipeline import Guide
+
+    guide = Guide.load(gcfg, tours=[tour_id], llm=llm, progress=False)
+    return evaluate_tour(guide, tour_id, questions=questions, progress=progress)
+
+
+def run_finetune(cfg: FinetuneConfig, *, gcfg: GuideConfig | None = None, resume: Path | None = None,
+                 progress: bool = True) -> dict:
+    """Build data, evaluate the base, train, evaluate again, export and (maybe) publish the adapter."""
+    import torch
+
+    from .adapters import export_gguf_lora, publish
+    from .evaluate import machine_description
+
+    gcfg = (gcfg or load_config()).replace(answer_guards=False, adapter="none")
+    run_dir = Path(resume or cfg.run_dir or ROOT / "runs" / f"finetune-{cfg.tour}-{time.strftime('%Y%m%d-%H%M%S')}")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), default=str, indent=1))
+    started = time.perf_counter()
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    torch.manual_seed(cfg.seed)
+
+    # 1. data
+    t = time.perf_counter()
+    guide = _guide_for_data(gcfg, cfg.tour)
+    tour = guide.tour(cfg.tour)
+    split, data = build_dataset(guide, tour, seed=cfg.seed, qa_dir=cfg.qa_dir, per_set=cfg.per_set,
+                                dev_attractions=cfg.dev_attractions, test_attractions=cfg.test_attractions)
+    data["train"] = _subsample(data["train"], cfg.max_train_examples, cfg.seed)
+    for name, rows in data.items():
+        save_jsonl(rows, run_dir / "data" / f"{name}.jsonl")
+    stats = dataset_stats(data)
+    log.info("split by attraction — train: %s; dev: %s; test: %s", ", ".join(split.train), ", ".join(split.dev),
+             ", ".join(split.test))
+    log.info("dataset built in %.0f s", time.perf_counter() - t)
+    print(f"Dataset ({run_dir / 'data'}):\n{stats}\n", flush=True)
+
+    # 2. base model with LoRA
+    if cfg.base == "tiny":
+        texts = [m["content"] for rows in data.values() for e in rows for m in e.messages]
+        identity = base_identity(str(tiny_base(run_dir / "tiny-base", texts, seed=cfg.seed)), gcfg.cache_dir)
+    else:
+        identity = base_identity(cfg.base, gcfg.cache_dir)
+    t = time.perf_counter()
+    tok, model = load_base(identity, device=device)
+    log.info("base %s loaded in %.0f s", identity["name"], time.perf_counter() - t)
+    model = add_lora(model, cfg)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    test_rows = _subsample(data["test"], cfg.max_test_loss_examples, cfg.seed)
+    test_enc = [e for e in (encode(tok, r.messages, cfg.max_length) for r in test_rows) if e]
+
+    report: dict = {"run_dir": str(run_dir), "machine": machine_description(), "device": device,
+                    "base": {k: identity[k] for k in ("name", "sha256")}, "split": dataclasses.asdict(split),
+                    "data_hash": data_hash(data), "examples": {k: len(v) for k, v in data.items()},
+                    "trainable_parameters": trainable, "config": json.loads((run_dir / "config.json").read_text())}
+    # 3a. before: loss on the test split, and answers through the eval harness
+    with model.disable_adapter():
+        report["before"] = {"test_loss": round(mean_loss(model, test_enc, device, progress=progress,
+                                                         desc="test loss (base)"), 4)}
+    questions = held_out_questions(split, data, tour, limit=cfg.max_test_questions, seed=cfg.seed)
+    report["test_questions"] = len(questions)
+    if cfg.evaluate:
+        base_llm = _serving_llm(identity, gcfg, adapter=None)
+        report["before"]["answers"] = _answer_eval(gcfg, cfg.tour, base_llm, questions, progress)
+        del base_llm
+
+    # 4. train
+    result = train(model, tok, data["train"], data["dev"], cfg, run_dir, device=device,
+                   resume=resume is not None, progress=progress)
+    report["training"] = dataclasses.asdict(result)
+    best = run_dir / "best" / "adapter_model.safetensors"
+    if best.is_file():  # evaluate and ship the best checkpoint, not the last
+        from peft import set_peft_model_state_dict
+        from safetensors.torch import load_file
+
+        set_peft_model_state_dict(model, load_file(str(best)))
+    model.eval()
+    # 3b. after
+    report["after"] = {"test_loss": round(mean_loss(model, test_enc, device, progress=progress,
+                                                    desc="test loss (tuned)"), 4)}
+    for key in ("before", "after"):
+        report[key]["test_perplexity"] = round(math.exp(report[key]["test_loss"]), 2)
+
+    # 5. the adapter: peft for transformers, GGUF for llama.cpp, manifest
+    adapter_dir = run_dir / "adapter"
+    model.save_pretrained(adapter_dir)
+    tok.save_pretrained(adapter_dir)  # so transformers can load base + adapter without the GGUF's tokenizer
+    from peft import get_peft_model_state_dict
+
+    if identity.get("arch") == "qwen2":
+        export_gguf_lora(get_peft_model_state_dict(model), adapter_dir / "adapter.gguf", alpha=cfg.lora_alpha)
+    manifest = {"base": {k: identity[k] for k in ("name", "sha256")}, "tour": cfg.tour, "data_hash": report["data_hash"],
+                "lora": {"r": cfg.lora_r, "alpha": cfg.lora_alpha, "targets": list(cfg.targets)},
+                "prompt": {"example": False}, "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                "gguf": "adapter.gguf" if (adapter_dir / "adapter.gguf").is_file() else None,
+                "metrics": {k: {"test_loss": report[k]["test_loss"]} for k in ("before", "after")}}
+    (adapter_dir / "manifest.json").write_text(json.dumps(manifest, indent=1))
+    del model
+    if cfg.evaluate:
+        tuned = _serving_llm(identity, gcfg, adapter=adapter_dir)
+        report["after"]["answers"] = _answer_eval(gcfg, cfg.tour, tuned, questions, progress)
+        del tuned
+        for key in ("before", "after"):
+            manifest["metrics"][key] = report[key]["answers"]["summary"]
+        (adapter_dir / "manifest.json").write_text(json.dumps(manifest, indent=1))
+    if identity.get("gguf_file") and cfg.compare_prompts:
+        prompts = [e.messages[:-1] for e in _subsample(data["test"], cfg.compare_prompts, cfg.seed + 1)]
+        report["backends"] = compare_backends(adapter_dir, prompts, cache_dir=gcfg.cache_dir)
+        log.info("backends:\n%s", format_comparison(report["backends"]))
+    report["verdict"] = verdict(report)
+    report["seconds"] = round(time.perf_counter() - started, 1)
+    if cfg.publish and report["verdict"]["better"]:
+        report["published"] = str(publish(adapter_dir, identity["name"]))
+    (run_dir / "report.json").write_text(json.dumps(report, indent=1, ensure_ascii=False, default=str))
+    (run_dir / "report.md").write_text(format_report(report))
+    return report
+
+
+def _serving_llm(identity: dict, gcfg: GuideConfig, adapter: Path | None):
+    """The production backend for answer evaluation: llama.cpp on the GGUF (with the GGUF LoRA), else transformers."""
+    from .answer import LlamaCppLLM, TransformersLLM
+
+    if identity.get("gguf_file"):
+        llm = LlamaCppLLM(Path(identity["path"]) / identity["gguf_file"], n_ctx=gcfg.llm_context,
+                          threads=gcfg.threads, name=identity["name"] + ("+lora" if adapter else ""),
+                          lora_path=str(adapter / "adapter.gguf") if adapter else None)
+    else:
+        llm = TransformersLLM(identity["path"], device=gcfg.device, adapter=str(adapter) if adapter else None)
+    llm.prompt_example = adapter is None  # the tuned model is trained without the worked example
+    return llm
+
+
+def compare_backends(adapter_dir: Path, prompts: list[list[dict]], *, cache_dir: Path, max_tokens: int = 48,
+                     model=None, tok=None) -> list[dict]:
+    """Greedy answers of both serving backends for the same prompts, with and without the adapter.
+
+    transformers runs the de-quantized base + the peft adapter; llama.cpp runs the Q4_K_M GGUF + the
+    GGUF LoRA. The rows without the adapter show how far the two backends differ by themselves.
+    """
+    import torch
+    from peft import PeftModel
+
+    from .adapters import check_base, read_manifest
+    from .answer import LlamaCppLLM
+
+    adapter_dir = Path(adapter_dir)
+    manifest = read_manifest(adapter_dir)
+    identity = base_identity(manifest["base"]["name"], cache_dir)
+    check_base(manifest, base_name=identity["name"], base_sha256=identity["sha256"], folder=adapter_dir)
+    if model is None:
+        tok, base = load_base(identity)
+        model = PeftModel.from_pretrained(base, adapter_dir)
+    model.eval()
+    gguf = Path(identity["path"]) / identity["gguf_file"]
+    rows = []
+    for with_adapter in (False, True):
+        llama = LlamaCppLLM(gguf, n_ctx=2048, name="llama.cpp",
+                            lora_path=str(adapter_dir / manifest["gguf"]) if with_adapter else None)
+        for i, messages in enumerate(prompts):
+            enc = tok.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt", return_dict=True)
+            with torch.no_grad():
+                if with_adapter:
+                    out = model.generate(**enc, max_new_tokens=max_tokens, do_sample=False,
+                                         pad_token_id=tok.pad_token_id)
+                else:
+                    with model.disable_adapter():
+                        out = model.generate(**enc, max_new_tokens=max_tokens, do_sample=False,
+                                             pad_token_id=tok.pad_token_id)
+            hf = tok.decode(out[0, enc["input_ids"].shape[1]:], skip_special_tokens=True).strip()
+            cpp = "".join(llama.stream(messages, max_tokens=max_tokens)).strip()
+            rows.append({"prompt": i, "adapter": with_adapter, "transformers": hf, "llama_cpp": cpp,
+                         "same": hf == cpp})
+        del llama
+    return rows
+
+
+def format_comparison(rows: list[dict]) -> str:
+    lines = ["| prompt | adapter | same | transformers | llama.cpp |", "|---|---|---|---|---|"]
+    for r in rows:
+        clip = [t.replace("|", "/").replace("\n", " ")[:70] for t in (r["transformers"], r["llama_cpp"])]
+        lines.append(f"| {r['prompt']} | {'yes' if r['adapter'] else 'no'} | {'yes' if r['same'] else 'NO'} | "
+                     f"{clip[0]} | {clip[1]} |")
+    for flag in (False, True):
+        part = [r for r in rows if r["adapter"] == flag]
+        if part:
+            lines.append(f"\n{'with' if flag else 'without'} the adapter: {sum(r['same'] for r in part)}/{len(part)} "
+                         "identical greedy answers")
+    return "\n".join(lines)
+
+
+def verdict(report: dict) -> dict:
+    """Whether the tuned model beats the base: facts and language up (or equal), refusals not down."""
+    if "answers" not in report.get("after", {}):
+        better = report["after"]["test_loss"] < report["before"]["test_loss"]
+        return {"better": better, "why": "test loss only (no answer evaluation)"}
+    b, a = report["before"]["answers"]["summary"], report["after"]["answers"]["summary"]
+    facts = (a["fact_accuracy"] or 0) >= (b["fact_accuracy"] or 0)
+    lang = (a["language_match"] or 0) >= (b["language_match"] or 0)
+    refuse = (a["refusals"] or 0) >= (b["refusals"] or 0)
+    gained = (a["fact_accuracy"] or 0) > (b["fact_accuracy"] or 0) or (a["language_match"] or 0) > (b["language_match"] or 0)
+    return {"better": facts and lang and refuse and gained, "facts": facts, "language": lang, "refusals": refuse}
+
+
+_COLS = ["test_loss", "test_perplexity", "fact_accuracy", "followup_accuracy", "language_match", "refusals",
+         "false_refusals", "citation_validity", "median_seconds"]
+
+
+def format_report(report: dict) -> str:
+    def val(side, key):
+        v = report[side].get(key)
+        if v is None:
+            v = report[side].get("answers", {}).get("summary", {}).get(key)
+        return "–" if v is None else (f"{v:.3f}" if key == "test_loss" else f"{v:.2f}" if isinstance(v, float) else str(v))
+
+    tr = report["training"]
+    lines = [f"# Fine-tuning report: {report['base']['name']} on tour `{report['config']['tour']}`", "",
+             f"Machine: {report['machine']} ({report['device']})", "",
+             f"Examples: {report['examples']}; test questions: {report.get('test_questions')}; "
+             f"trainable parameters: {report['trainable_parameters']:,}", "",
+             f"Split by attraction — test: {', '.join(report['split']['test'])}; "
+             f"dev: {', '.join(report['split']['dev'])}", "",
+             f"Training: {tr['steps']} steps ({tr['stopped']}), best dev loss {tr['best_dev_loss']:.3f} at step "
+             f"{tr['best_step']}, {tr['seconds']:.0f} s ({tr['seconds_per_step']:.1f} s/step, "
+             f"{report['config']['grad_accum']} examples/step), peak memory {tr.get('peak_memory_gib', 0):.1f} GiB", "",
+             "| | " + " | ".join(c.replace("_", " ") for c in _COLS) + " |", "|" + "---|" * (len(_COLS) + 1)]
+    for side in ("before", "after"):
+        lines.append(f"| {side} | " + " | ".join(val(side, c) for c in _COLS) + " |")
+    lines += ["", f"Verdict: {report['verdict']}", ""]
+    if report.get("backends"):
+        lines += ["Both serving backends, greedy, on held-out prompts:", "", format_comparison(report["backends"]), ""]
+    if report.get("published"):
+        lines.append(f"Published to {report['published']} (served by default from now on).")
+    return "\n".join(lines) + "\n"

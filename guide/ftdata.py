@@ -1,0 +1,460 @@
+"""Fine-tuning data: chat examples built from the tours and the dev dialogue sets, split by attraction.
+
+Every tour example is made with the serving path's own prompt builder (`pipeline.prepare_prompt`):
+the question is resolved in a dialogue, passages are retrieved, and the messages are exactly what
+the model will see when it serves. The reference answer is a sentence of the attraction's own
+description in the visitor's language that holds the asked fact, with the number of the source it
+came from — so the model learns to find, quote briefly, cite and stay in the visitor's language.
+Questions whose kind of information the sources lack become "I don't know" in that language.
+
+Splits are by attraction: a test attraction's texts never appear in a training example.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import random
+import re
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from .dialogue import DialogueState
+from .grounding import missing_concepts
+from .retrieval import Hit
+from .tours import Passage, Tour
+
+__all__ = ["Example", "Split", "split_attractions", "tour_examples", "dialogue_set_examples", "build_dataset",
+           "dataset_stats", "save_jsonl", "load_jsonl", "DONT_KNOW"]
+
+log = logging.getLogger(__name__)
+
+# What the system prompt tells the model to say when the sources do not hold the answer.
+DONT_KNOW = {"en": "I don't know.", "fr": "Je ne sais pas.", "de": "Das weiß ich nicht.", "es": "No lo sé.",
+             "it": "Non lo so.", "pt": "Não sei.", "nl": "Dat weet ik niet.", "zh": "我不知道。", "ja": "わかりません。",
+             "ko": "모르겠습니다."}
+
+# Questions for a fact, two wordings per language ({name} is the attraction's name in that language).
+ASK = {
+    "built": {
+        "en": ["When was {name} built?", "How old is {name}? When was it constructed?"],
+        "fr": ["Quand {name} a-t-il été construit ?", "De quand date {name} ?"],
+        "de": ["Wann wurde {name} gebaut?", "Aus welchem Jahr stammt {name}?"],
+        "es": ["¿Cuándo se construyó {name}?", "¿De qué año es {name}?"],
+        "it": ["Quando è stato costruito {name}?", "Di che anno è {name}?"],
+        "zh": ["{name}是什么时候建造的？", "{name}建于哪一年？"],
+        "ja": ["{name}はいつ建てられましたか？", "{name}は何年にできましたか？"],
+    },
+    "height": {
+        "en": ["How tall is {name}?", "What is the height of {name}?"],
+        "fr": ["Quelle est la hauteur de {name} ?", "{name} mesure combien de mètres ?"],
+        "de": ["Wie hoch ist {name}?", "Wie viele Meter misst {name}?"],
+        "es": ["¿Qué altura tiene {name}?", "¿Cuántos metros mide {name}?"],
+        "it": ["Quanto è alto {name}?", "Qual è l'altezza di {name}?"],
+        "zh": ["{name}有多高？", "{name}的高度是多少？"],
+        "ja": ["{name}の高さはどのくらいですか？", "{name}は何メートルありますか？"],
+    },
+    "architect": {
+        "en": ["Who designed {name}?", "Who was the architect of {name}?"],
+        "fr": ["Qui a conçu {name} ?", "Qui est l'architecte de {name} ?"],
+        "de": ["Wer hat {name} entworfen?", "Wer war der Architekt von {name}?"],
+        "es": ["¿Quién diseñó {name}?", "¿Quién fue el arquitecto de {name}?"],
+        "it": ["Chi ha progettato {name}?", "Chi è l'architetto di {name}?"],
+        "zh": ["{name}是谁设计的？", "{name}的建筑师是谁？"],
+        "ja": ["{name}を設計したのは誰ですか？", "{name}の建築家は誰ですか？"],
+    },
+}
+
+# The same questions pointing back at the subject of the conversation ("it").
+ASK_BACK = {
+    "built": {"en": "When was it built?", "fr": "Quand a-t-il été construit ?", "de": "Wann wurde es gebaut?",
+              "es": "¿Y cuándo se construyó eso?", "it": "Quando è stato costruito questo?", "zh": "它是什么时候建造的？",
+              "ja": "それはいつ建てられましたか？"},
+    "height": {"en": "And how tall is it?", "fr": "Et quelle est sa hauteur ?", "de": "Und wie hoch ist es?",
+               "es": "¿Y qué altura tiene eso?", "it": "E quanto è alto questo?", "zh": "它有多高？",
+               "ja": "それの高さはどのくらいですか？"},
+    "architect": {"en": "Who designed it?", "fr": "Qui l'a conçu ?", "de": "Wer hat es entworfen?",
+                  "es": "¿Y quién diseñó eso?", "it": "Chi ha progettato questo?", "zh": "它是谁设计的？",
+                  "ja": "それを設計したのは誰ですか？"},
+}
+
+# Requests a tour text does not answer; kept only when the attraction's texts indeed lack them.
+UNANSWERABLE = {
+    "en": ["What is the Wi-Fi password at {name}?", "What is the phone number of {name}?",
+           "Who is the current director of {name}?", "How much does parking cost near {name}?",
+           "What is on the menu of the café at {name}?", "What is the email address of {name}?"],
+    "fr": ["Quel est le mot de passe du wifi à {name} ?", "Quel est le numéro de téléphone de {name} ?",
+           "Qui est le directeur actuel de {name} ?", "Combien coûte le parking près de {name} ?",
+           "Qu'y a-t-il au menu du café de {name} ?"],
+    "de": ["Wie lautet das WLAN-Passwort in {name}?", "Wie ist die Telefonnummer von {name}?",
+           "Wer ist der aktuelle Direktor von {name}?", "Was kostet das Parken bei {name}?",
+           "Was steht auf der Speisekarte des Cafés in {name}?"],
+    "es": ["¿Cuál es la contraseña del wifi en {name}?", "¿Cuál es el número de teléfono de {name}?",
+           "¿Quién es el director actual de {name}?", "¿Cuánto cuesta el aparcamiento cerca de {name}?",
+           "¿Qué hay en el menú de la cafetería de {name}?"],
+    "it": ["Qual è la password del wifi a {name}?", "Qual è il numero di telefono di {name}?",
+           "Chi è l'attuale direttore di {name}?", "Quanto costa il parcheggio vicino a {name}?"],
+    "zh": ["{name}的无线网密码是什么？", "{name}的电话号码是多少？", "{name}现在的馆长是谁？",
+           "{name}附近停车多少钱？", "{name}咖啡馆的菜单上有什么？"],
+    "ja": ["{name}のWi-Fiのパスワードは何ですか？", "{name}の電話番号を教えてください。", "{name}の今の館長は誰ですか？",
+           "{name}の近くの駐車料金はいくらですか？", "{name}のカフェのメニューには何がありますか？"],
+}
+
+_SENTENCE = re.compile(r"(?<=[.!?。！？])\s+|(?<=[。！？])|\n+")
+_YEAR = re.compile(r"\b(1\d{3}|20\d{2})\b")
+_METRES = re.compile(r"(\d+(?:[.,]\d+)?)\s*m\b")
+_NAME = re.compile(r"\b([A-ZÀ-Ý][a-zà-ÿ]+(?:[- ][A-ZÀ-Ý][a-zà-ÿ]+)*)")
+_NOT_NAMES = {"Begun", "Bishop", "Built", "Designed", "Restored", "Palace", "Church", "The", "Yes", "King",
+              "Emperor", "Queen", "Pope", "City", "Saint", "Museum", "Gothic", "Roman", "French", "Italian"}
+_GIVEN_NAMES = {"Louis", "Jean", "Pierre", "Charles", "Henri", "Marie", "Philippe", "François", "Jacques"}
+
+
+@dataclass
+class Example:
+    id: str
+    source: str  # "tour:<id>" or the dialogue set's name
+    kind: str  # factual | followup | switch | unanswerable | dialogue
+    lang: str
+    attraction: str | None  # what the split is by (None for dialogue sets)
+    messages: list[dict]  # chat messages; the last one (assistant) is the target
+    question: str = ""
+    history: list[str] = field(default_factory=list)  # earlier visitor messages, for the eval harness
+    expect: list[str] = field(default_factory=list)  # the fact an answer must contain
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Split:
+    train: tuple[str, ...]
+    dev: tuple[str, ...]
+    test: tuple[str, ...]
+
+    def of(self, attraction: str | None) -> str | None:
+        for name in ("train", "dev", "test"):
+            if attraction in getattr(self, name):
+                return name
+        return None
+
+
+def _rank(seed: int, key: str) -> str:
+    return hashlib.sha256(f"{seed}:{key}".encode()).hexdigest()
+
+
+def split_attractions(tour: Tour, *, seed: int = 0, dev: int = 2, test: int = 3) -> Split:
+    """A deterministic split of the tour's attractions (by a seeded hash, not by file order)."""
+    ids = sorted((a.id for a in tour.attractions), key=lambda i: _rank(seed, i))
+    if len(ids) < dev + test + 1:
+        raise ValueError(f"tour {tour.id} has {len(ids)} attractions; a split needs at least {dev + test + 1}")
+    return Split(train=tuple(sorted(ids[dev + test:])), dev=tuple(sorted(ids[test:test + dev])),
+                 test=tuple(sorted(ids[:test])))
+
+
+def fact_tokens(key: str, value: str) -> list[str]:
+    """The parts of a fact an answer must state: years, metres, surnames."""
+    value = str(value)
+    if key == "built":
+        return _YEAR.findall(value)[:1]
+    if key == "height":
+        return [m.group(1) for m in _METRES.finditer(value)][:1]
+    if key == "architect":
+        names = [n for n in _NAME.findall(value) if n.split()[0] not in _NOT_NAMES]
+        return [n.split()[-1] for n in names if n.split()[-1] not in _GIVEN_NAMES][:3]
+    return []
+
+
+def _sentences(text: str) -> list[str]:
+    return [s.strip() for s in _SENTENCE.split(text) if s and s.strip()]
+
+
+def cite(sentence: str, n: int) -> str:
+    """'It is 330 m tall.' -> 'It is 330 m tall [2].' (before the closing punctuation, CJK included)."""
+    sentence = sentence.strip()
+    m = re.search(r"[.!?。！？]+$", sentence)
+    if m:
+        return f"{sentence[:m.start()]}{'' if _is_cjk(sentence) else ' '}[{n}]{m.group()}"
+    return f"{sentence} [{n}]"
+
+
+def _is_cjk(text: str) -> bool:
+    return bool(re.search(r"[\u3040-\u30ff\u4e00-\u9fff]", text))
+
+
+def reference_answer(hits: list[Hit], lang: str, tokens: list[str], max_chars: int = 260) -> str | None:
+    """The shortest source sentence in `lang` that states one of `tokens`, cited; None if no source has it."""
+    best = None
+    for i, h in enumerate(hits, 1):
+        if h.passage.lang != lang or h.passage.kind != "description":
+            continue
+        for s in _sentences(h.passage.text):
+            if any(t in s for t in tokens) and len(s) <= max_chars and (best is None or len(s) < len(best[0])):
+                best = (s, i)
+    return cite(*best) if best else None
+
+
+def _ask(guide, state: DialogueState, tour: Tour, question: str, *, example: bool):
+    from .pipeline import prepare_prompt
+
+    return prepare_prompt(guide, state, question, tour, example=example)
+
+
+def tour_examples(guide, tour: Tour, attractions: list[str], *, seed: int = 0, example: bool = False,
+                  langs: list[str] | None = None) -> list[Example]:
+    """Factual, follow-up ("it"), language-switch and unanswerable examples for some attractions."""
+    rng = random.Random(seed)
+    langs = [code for code in tour.languages if code in (langs or tour.languages)]
+    out: list[Example] = []
+
+    def add(kind, lang, aid, prepared, target, question, history=(), expect=()):
+        msgs = prepared.messages + [{"role": "assistant", "content": target}]
+        eid = f"{tour.id}/{aid}/{kind}/{lang}/{len(out)}"
+        out.append(Example(id=eid, source=f"tour:{tour.id}", kind=kind, lang=lang, attraction=aid, messages=msgs,
+                           question=question, history=list(history), expect=list(expect)))
+
+    for aid in attractions:
+        a = tour.attraction(aid)
+        keys = [k for k in ASK if k in a.facts and fact_tokens(k, a.facts[k])]
+        for lang in langs:
+            if lang not in ASK["built"]:
+                continue
+            name = a.name(lang)
+            answered = []  # (key, question, answer) for follow-ups
+            for key in keys:
+                tokens = fact_tokens(key, a.facts[key])
+                question = rng.choice(ASK[key][lang]).format(name=name)
+                state = DialogueState(tour=tour.id)
+                prepared = _ask(guide, state, tour, question, example=example)
+                target = reference_answer(prepared.hits, lang, tokens)
+                if target is None:
+                    continue  # the retrieved sources in this language do not state it
+                add("factual", lang, aid, prepared, target, question, expect=tokens)
+                answered.append((key, question, target))
+            # a follow-up that says only "it", after a first question naming the attraction
+            for first, second in zip(answered, answered[1:] + answered[:1]):
+                if first[0] == second[0]:
+                    continue
+                state = DialogueState(tour=tour.id)
+                _ask(guide, state, tour, first[1], example=example)
+                state.remember(first[1], first[2])
+                question = ASK_BACK[second[0]][lang]
+                prepared = _ask(guide, state, tour, question, example=example)
+                tokens = fact_tokens(second[0], a.facts[second[0]])
+                target = reference_answer(prepared.hits, prepared.query.language, tokens)
+                if target is None or prepared.query.language != lang:
+                    continue
+                add("followup", lang, aid, prepared, target, question, history=[first[1]], expect=tokens)
+                break
+            # a visitor who switches language mid-conversation gets answered in the new language
+            other = [code for code in langs if code != lang and code in ASK["built"]]
+            if answered and other:
+                key, q1, a1 = answered[0]
+                new = rng.choice(other)
+                state = DialogueState(tour=tour.id)
+                _ask(guide, state, tour, q1, example=example)
+                state.remember(q1, a1)
+                key2 = rng.choice(keys)
+                question = rng.choice(ASK[key2][new]).format(name=a.name(new))
+                prepared = _ask(guide, state, tour, question, example=example)
+                tokens = fact_tokens(key2, a.facts[key2])
+                target = reference_answer(prepared.hits, new, tokens)
+                if target is not None and prepared.query.language == new:
+                    add("switch", new, aid, prepared, target, question, history=[q1], expect=tokens)
+            # requests the texts cannot answer: "I don't know" in the visitor's language
+            for template in rng.sample(UNANSWERABLE[lang], k=1):
+                question = template.format(name=name)
+                state = DialogueState(tour=tour.id)
+                prepared = _ask(guide, state, tour, question, example=example)
+                if not missing_concepts(question, prepared.evidence):
+                    continue  # the texts do say it (or the question names nothing the check knows)
+                add("unanswerable", lang, aid, prepared, DONT_KNOW[lang], question)
+    return out
+
+
+# --- the dev dialogue sets (../shared/data/dev/qa), converted to the same chat format --------------
+
+def _hit(title: str, text: str, lang: str, n: int = 0) -> Hit:
+    p = Passage(id=f"dialogue/{lang}/{n}", tour="dialogue", attraction=title, lang=lang, kind="facts", title=title,
+                text=text, source="dialogue set")
+    return Hit(passage=p, score=1.0, dense=1.0, rank=n + 1)
+
+
+def _numbers(text: str) -> set[str]:
+    return set(re.findall(r"\d+", text))
+
+
+def _grounded(answer: str, sources: str, question: str) -> bool:
+    """Every number in the answer comes from the sources or the question."""
+    return _numbers(answer) <= (_numbers(sources) | _numbers(question))
+
+
+def _history(turns: list[tuple[str, str]], keep: int = 4) -> list[dict]:
+    msgs = [{"role": role, "content": text} for role, text in turns[-keep:]]
+    while msgs and msgs[0]["role"] != "user":
+        msgs.pop(0)
+    return msgs
+
+
+def _messages(question: str, lang: str, hits: list[Hit], city: str, history: list[dict]) -> list[dict]:
+    from .answer import build_messages
+
+    return build_messages(question, lang, hits, tour_title=city, history=history, example=False)
+
+
+def sgd_examples(path: Path, limit: int, rng: random.Random) -> list[Example]:
+    """Schema-Guided Dialogue, Travel_1: the system's offers and informs become the source passage."""
+    out = []
+    lines = path.read_text(encoding="utf-8").splitlines()
+    rng.shuffle(lines)
+    for line in lines:
+        if len(out) >= limit:
+            break
+        d = json.loads(line)
+        turns: list[tuple[str, str]] = []
+        city = "this city"
+        for i, t in enumerate(d["turns"]):
+            role = "user" if t["speaker"] == "USER" else "assistant"
+            facts, title = [], None
+            for f in t.get("frames") or []:
+                for act in f.get("actions") or []:
+                    if act["slot"] == "location" and act.get("values"):
+                        city = act["values"][0]
+                    if role == "assistant" and act["act"] in ("INFORM", "OFFER") and act.get("values"):
+                        if act["slot"] == "attraction_name":
+                            title = act["values"][0]
+                        facts.append(f"{act['slot'].replace('_', ' ')}: {', '.join(act['values'])}")
+            if role == "assistant" and facts and turns and turns[-1][0] == "user" and title:
+                question, answer = turns[-1][1], t["utterance"].strip()
+                source = "; ".join(facts)
+                if _grounded(answer, source, question) and len(answer) < 300:
+                    hits = [_hit(title, source, "en")]
+                    msgs = _messages(question, "en", hits, city, _history(turns[:-1]))
+                    msgs.append({"role": "assistant", "content": cite(answer, 1)})
+                    out.append(Example(id=f"sgd/{d['dialogue_id']}/{i}", source="sgd", kind="dialogue", lang="en",
+                                       attraction=None, messages=msgs, question=question))
+                    break  # one example per dialogue: more variety for the same budget
+            turns.append((role, t["utterance"].strip()))
+    return out
+
+
+def crosswoz_examples(path: Path, limit: int, rng: random.Random) -> list[Example]:
+    """CrossWOZ (Chinese): the system's Inform acts about an attraction become the source passage."""
+    out = []
+    lines = path.read_text(encoding="utf-8").splitlines()
+    rng.shuffle(lines)
+    for line in lines:
+        if len(out) >= limit:
+            break
+        d = json.loads(line)
+        turns: list[tuple[str, str]] = []
+        for i, m in enumerate(d["messages"]):
+            role = "user" if m["role"] == "usr" else "assistant"
+            acts = [a for a in m.get("dialog_act") or [] if a[0] == "Inform" and a[1] == "景点"]
+            if role == "assistant" and acts and turns and turns[-1][0] == "user":
+                names = [a[3] for a in acts if a[2] == "名称"]
+                title = names[0] if names else "景点"
+                source = "；".join(f"{a[2]}：{a[3]}" for a in acts if a[3] not in ("", "none"))
+                question, answer = turns[-1][1], m["content"].strip()
+                if source and _grounded(answer, source, question) and len(answer) < 200:
+                    hits = [_hit(title, source, "zh")]
+                    msgs = _messages(question, "zh", hits, "北京", _history(turns[:-1]))
+                    msgs.append({"role": "assistant", "content": cite(answer, 1)})
+                    out.append(Example(id=f"crosswoz/{d['id']}/{i}", source="crosswoz", kind="dialogue", lang="zh",
+                                       attraction=None, messages=msgs, question=question))
+                    break
+            turns.append((role, m["content"].strip()))
+    return out
+
+
+def jmultiwoz_examples(path: Path, limit: int, rng: random.Random, guide, tour: Tour,
+                       attractions: list[str]) -> list[Example]:
+    """JMultiWOZ (Japanese): real travellers' questions about other places, asked on this tour.
+
+    The set has no database results, so its answers cannot be grounded; its questions can: asked of
+    a guide whose sources are about this tour, the right answer is "I don't know".
+    """
+    out = []
+    lines = path.read_text(encoding="utf-8").splitlines()
+    rng.shuffle(lines)
+    for line in lines:
+        if len(out) >= limit:
+            break
+        d = json.loads(line)
+        users = [t["content"].strip() for t in d["turns"] if t["role"] == "user"]
+        questions = [u for u in users if re.search(r"(ですか|ますか|でしょうか)[？?]?$", u) and 8 <= len(u) <= 80]
+        if not questions:
+            continue
+        question = rng.choice(questions)
+        hits = guide.search(tour, question, attractions=attractions, lang="ja")
+        msgs = _messages(question, "ja", hits, tour.title("ja"), [])
+        msgs.append({"role": "assistant", "content": DONT_KNOW["ja"]})
+        out.append(Example(id=f"jmultiwoz/{d['dialogue_id']}", source="jmultiwoz", kind="unanswerable", lang="ja",
+                           attraction=None, messages=msgs, question=question))
+    return out
+
+
+def dialogue_set_examples(qa_dir: Path | None, *, guide, tour: Tour, attractions: list[str], per_set: int,
+                          seed: int = 0) -> list[Example]:
+    """Examples from the dev dialogue sets that are present (none when the folder is absent)."""
+    if qa_dir is None or not Path(qa_dir).is_dir() or per_set <= 0:
+        if qa_dir is not None:
+            log.warning("no dialogue sets at %s; training on the tour alone", qa_dir)
+        return []
+    qa_dir = Path(qa_dir)
+    out: list[Example] = []
+    if (qa_dir / "sgd_travel_train.jsonl").is_file():
+        out += sgd_examples(qa_dir / "sgd_travel_train.jsonl", per_set, random.Random(seed))
+    if (qa_dir / "crosswoz_val_messages.jsonl").is_file():
+        out += crosswoz_examples(qa_dir / "crosswoz_val_messages.jsonl", per_set, random.Random(seed))
+    if (qa_dir / "jmultiwoz_tc_dialogues_dev.jsonl").is_file():
+        out += jmultiwoz_examples(qa_dir / "jmultiwoz_tc_dialogues_dev.jsonl", per_set // 2, random.Random(seed),
+                                  guide, tour, attractions)
+    return out
+
+
+def build_dataset(guide, tour: Tour, *, seed: int = 0, qa_dir: Path | None = None, per_set: int = 40,
+                  dev_attractions: int = 2, test_attractions: int = 3) -> tuple[Split, dict[str, list[Example]]]:
+    """Train / dev / test examples, split by attraction; dialogue-set examples go to train and dev (9:1)."""
+    split = split_attractions(tour, seed=seed, dev=dev_attractions, test=test_attractions)
+    data = {name: tour_examples(guide, tour, list(getattr(split, name)), seed=seed)
+            for name in ("train", "dev", "test")}
+    for ex in dialogue_set_examples(qa_dir, guide=guide, tour=tour, attractions=list(split.train),
+                                    per_set=per_set, seed=seed):
+        data["dev" if int(_rank(seed, ex.id)[:8], 16) % 10 == 0 else "train"].append(ex)
+    for name in data:
+        random.Random(seed).shuffle(data[name])
+    return split, data
+
+
+def dataset_stats(data: dict[str, list[Example]]) -> str:
+    """A markdown table: examples per split by kind and by language."""
+    kinds = sorted({e.kind for rows in data.values() for e in rows})
+    langs = sorted({e.lang for rows in data.values() for e in rows})
+    head = "| split | examples | " + " | ".join(kinds) + " | " + " | ".join(langs) + " |"
+    lines = [head, "|" + "---|" * (2 + len(kinds) + len(langs))]
+    for name, rows in data.items():
+        k, lg = Counter(e.kind for e in rows), Counter(e.lang for e in rows)
+        lines.append(f"| {name} | {len(rows)} | " + " | ".join(str(k[x]) for x in kinds) + " | "
+                     + " | ".join(str(lg[x]) for x in langs) + " |")
+    return "\n".join(lines)
+
+
+def save_jsonl(rows: list[Example], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+        for e in rows:
+            f.write(json.dumps(e.to_json(), ensure_ascii=False) + "\n")
+
+
+def load_jsonl(path: Path) -> list[Example]:
+    return [Example(**json.loads(line)) for line in Path(path).read_text(encoding="utf-8").splitlines() if line]
+
+
+def data_hash(data: dict[str, list[Example]]) -> str:
+    h = hashlib.sha256()
+    for name in sorted(data):
+        for e in data[name]:
+            h.update(json.dumps([name, e.messages], ensure_ascii=False, sort_keys=True).encode())
+    return h.hexdigest()

@@ -1,0 +1,266 @@
+"""Fine-tuning: data and split, the LoRA loop on a tiny random Qwen2, adapters and their manifests.
+
+Fast: a tiny random model built from a config (no weights). The real 0.5B base is in
+test_finetune_slow.py.
+"""
+
+import json
+import re
+
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("peft")
+pytest.importorskip("transformers")
+
+from guide.adapters import export_gguf_lora, publish, read_manifest, resolve_adapter  # noqa: E402
+from guide.config import load_config  # noqa: E402
+from guide.errors import ModelUnavailable  # noqa: E402
+from guide.finetune import (  # noqa: E402
+    FinetuneConfig,
+    add_lora,
+    encode,
+    held_out_questions,
+    load_base,
+    mean_loss,
+    tiny_base,
+    train,
+)
+from guide.ftdata import DONT_KNOW, Example, build_dataset, split_attractions  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def paris(tmp_path_factory):
+    """The Paris tour with weightless models (hashing embedder, extractive answers)."""
+    from guide.answer import ExtractiveLLM
+    from guide.pipeline import Guide
+
+    config = load_config("tiny", index_dir=tmp_path_factory.mktemp("indexes"))
+    guide = Guide.load(config, tours=["paris"], llm=ExtractiveLLM(), progress=False)
+    return guide, guide.tour("paris")
+
+
+@pytest.fixture(scope="module")
+def dataset(paris):
+    guide, tour = paris
+    return build_dataset(guide, tour, seed=0, qa_dir=None)
+
+
+def test_split_is_by_attraction_deterministic_and_leak_free(paris, dataset):
+    guide, tour = paris
+    split, data = dataset
+    assert split == split_attractions(tour, seed=0)  # same seed, same split
+    assert split != split_attractions(tour, seed=1) or split_attractions(tour, seed=2) != split
+    groups = [set(split.train), set(split.dev), set(split.test)]
+    assert not (groups[0] & groups[1] or groups[0] & groups[2] or groups[1] & groups[2])
+    assert set().union(*groups) == {a.id for a in tour.attractions}
+    for name in ("train", "dev", "test"):
+        assert {e.attraction for e in data[name]} <= set(getattr(split, name))
+    # no text of a test attraction reaches a training or dev prompt, under any of its names
+    test_names = [n for a in split.test for n in tour.attraction(a).all_names() if len(n) > 3]
+    for e in data["train"] + data["dev"]:
+        text = " ".join(m["content"] for m in e.messages)
+        assert not [n for n in test_names if n in text], e.id
+
+
+def test_examples_are_grounded_cited_and_in_the_visitors_language(dataset):
+    split, data = dataset
+    rows = data["train"]
+    kinds = {e.kind for e in rows}
+    assert {"factual", "followup", "switch", "unanswerable"} <= kinds
+    assert {e.lang for e in rows} == {"en", "fr", "de", "es", "zh", "ja"}
+    for e in rows:
+        answer = e.messages[-1]["content"]
+        assert e.messages[-1]["role"] == "assistant"
+        if e.kind == "unanswerable":
+            assert answer == DONT_KNOW[e.lang]
+            continue
+        # the answer states the expected fact and cites the numbered source that holds it
+        assert any(t in answer for t in e.expect), (e.id, answer)
+        n = int(answer.rsplit("[", 1)[1].split("]")[0])
+        prompt = e.messages[-2]["content"]
+        source = next(line for line in prompt.splitlines() if line.startswith(f"[{n}]"))
+        assert any(t in source for t in e.expect)
+    # follow-ups carry the earlier turn and say only "it"
+    follow = next(e for e in rows if e.kind == "followup" and e.lang == "en")
+    assert follow.history and follow.messages[1]["content"] == follow.history[0]
+    assert re.search(r"\bit\b", follow.question.lower())
+
+
+def test_test_questions_keep_the_written_eval_set(paris, dataset):
+    guide, tour = paris
+    split, data = dataset
+    questions = held_out_questions(split, data, tour, limit=30)
+    assert len(questions) == 30
+    written = [q for q in questions if "/" not in q.id]
+    assert written and all(set(q.attractions) <= set(split.test) for q in questions)
+
+
+def _chat(q, a):
+    return [{"role": "system", "content": "You are a guide."}, {"role": "user", "content": q},
+            {"role": "assistant", "content": a}]
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    texts = ["When was the tower built? It was built in 1889 [1].", "Wie hoch ist er? 330 m [2].",
+             "I don't know.", "You are a guide."] * 5
+    return tiny_base(tmp_path_factory.mktemp("tiny") / "base", texts, seed=0)
+
+
+def _examples(pairs):
+    return [Example(id=str(i), source="test", kind="factual", lang="en", attraction=None, messages=_chat(q, a))
+            for i, (q, a) in enumerate(pairs)]
+
+
+def _fresh(tiny, cfg, seed=0):
+    from guide.finetune import base_identity
+
+    tok, model = load_base(base_identity(str(tiny), cfg_cache()))
+    torch.manual_seed(seed)
+    return tok, add_lora(model, cfg)
+
+
+def cfg_cache():
+    from pathlib import Path
+
+    return Path("/nonexistent")
+
+
+CFG = FinetuneConfig(base="tiny", max_steps=40, grad_accum=1, eval_every=5, patience=100, lr=1e-2, warmup_steps=2,
+                     lora_r=8, lora_alpha=16, lora_dropout=0.0, dtype="float32", max_length=4096)
+
+
+def test_encode_masks_everything_but_the_answer(tiny):
+    tok, _ = load_base({"path": str(tiny), "gguf_file": None})
+    ids, labels = encode(tok, _chat("When?", "In 1889 [1]."), 4096)
+    answer = [t for t, lab in zip(ids, labels) if lab != -100]
+    assert tok.decode(answer).startswith("In 1889 [1].<|im_end|>")
+    assert labels[0] == -100 and len(ids) == len(labels)
+    assert encode(tok, _chat("When?", "In 1889 [1]."), 5) is None  # too long: dropped, not cut
+
+
+def test_loop_drives_loss_down(tiny, tmp_path):
+    rows = _examples([("When was the tower built?", "It was built in 1889 [1]."),
+                      ("Wie hoch ist er?", "330 m [2]."), ("Wi-Fi password?", "I don't know.")])
+    tok, model = _fresh(tiny, CFG)
+    enc = [encode(tok, r.messages, 4096) for r in rows]
+    before = mean_loss(model, enc)
+    result = train(model, tok, rows, rows, CFG, tmp_path, progress=False)
+    after = mean_loss(model, enc)
+    assert result.steps == CFG.max_steps and result.stopped == "max_steps"
+    assert after < 0.5 * before, (before, after)
+    assert (tmp_path / "best" / "adapter_model.safetensors").is_file()
+    assert (tmp_path / "checkpoint" / "state.json").is_file()
+
+
+def test_early_stopping_fires_when_dev_loss_stops_improving(tiny, tmp_path):
+    train_rows = _examples([("When was the tower built?", "It was built in 1889 [1].")])
+    dev_rows = _examples([("When was the tower built?", "I don't know.")])  # learning train makes dev worse
+    cfg = CFG.replace(patience=2, eval_every=2, max_steps=60)
+    tok, model = _fresh(tiny, cfg)
+    result = train(model, tok, train_rows, dev_rows, cfg, tmp_path, progress=False)
+    assert result.stopped == "early_stopping"
+    assert result.steps < cfg.max_steps
+    assert result.best_step < result.steps
+
+
+def _lora_state(model):
+    from peft import get_peft_model_state_dict
+
+    return {k: v.detach().clone() for k, v in get_peft_model_state_dict(model).items()}
+
+
+def test_resume_continues_from_the_checkpoint_exactly(tiny, tmp_path):
+    rows = _examples([("When was the tower built?", "It was built in 1889 [1]."), ("Wie hoch ist er?", "330 m [2].")])
+    cfg = CFG.replace(max_steps=12, eval_every=3)
+    tok, straight = _fresh(tiny, cfg)
+    train(straight, tok, rows, rows, cfg, tmp_path / "a", progress=False)
+
+    tok, first = _fresh(tiny, cfg)  # interrupted after its first step (a time budget of zero)
+    part = train(first, tok, rows, rows, cfg.replace(time_budget_s=0.0), tmp_path / "b", progress=False)
+    assert part.stopped == "time_budget" and part.steps == 1
+    tok, again = _fresh(tiny, cfg, seed=123)  # a new process: other initial weights, restored from the checkpoint
+    done = train(again, tok, rows, rows, cfg, tmp_path / "b", resume=True, progress=False)
+    assert done.steps == 12
+    a, b = _lora_state(straight), _lora_state(again)
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.allclose(a[k], b[k], atol=1e-5), k
+
+
+def test_save_then_load_gives_identical_outputs(tiny, tmp_path):
+    from peft import PeftModel
+
+    rows = _examples([("When was the tower built?", "It was built in 1889 [1].")])
+    tok, model = _fresh(tiny, CFG.replace(max_steps=10))
+    train(model, tok, rows, rows, CFG.replace(max_steps=10), tmp_path / "run", progress=False)
+    model.eval()
+    model.save_pretrained(tmp_path / "adapter")
+    _, base = load_base({"path": str(tiny), "gguf_file": None})
+    loaded = PeftModel.from_pretrained(base, tmp_path / "adapter").eval()
+    ids = torch.tensor([encode(tok, rows[0].messages, 4096)[0]])
+    with torch.no_grad():
+        assert torch.allclose(model(input_ids=ids).logits, loaded(input_ids=ids).logits, atol=1e-6)
+        prompt = tok.apply_chat_template(rows[0].messages[:-1], add_generation_prompt=True, return_tensors="pt",
+                                         return_dict=True)
+        kw = dict(max_new_tokens=12, do_sample=False, pad_token_id=tok.pad_token_id)
+        assert torch.equal(model.generate(**prompt, **kw), loaded.generate(**prompt, **kw))
+
+
+def test_gguf_lora_export_names_shapes_and_alpha(tiny, tmp_path):
+    import gguf
+    from peft import get_peft_model_state_dict
+
+    tok, model = _fresh(tiny, CFG)
+    n = export_gguf_lora(get_peft_model_state_dict(model), tmp_path / "a.gguf", alpha=16)
+    reader = gguf.GGUFReader(str(tmp_path / "a.gguf"))
+    names = {t.name: t for t in reader.tensors}
+    assert n == len(names) == 2 * 7 * 2  # A and B, seven projections, two layers
+    q_a, q_b = names["blk.0.attn_q.weight.lora_a"], names["blk.0.attn_q.weight.lora_b"]
+    # ggml order (ne0 first): A is (in, r), B is (r, out), so llama.cpp checks in/out against the base
+    assert list(q_a.shape) == [64, 8] and list(q_b.shape) == [8, 64]
+    assert list(names["blk.1.ffn_down.weight.lora_a"].shape) == [128, 8]
+    fields = reader.fields
+    assert bytes(fields["general.type"].parts[-1]).decode() == "adapter"
+    assert bytes(fields["adapter.type"].parts[-1]).decode() == "lora"
+    assert float(fields["adapter.lora.alpha"].parts[-1][0]) == 16.0
+
+
+def _manifest(folder, sha):
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "manifest.json").write_text(json.dumps({"base": {"name": "qwen2.5-0.5b", "sha256": sha},
+                                                      "gguf": "adapter.gguf", "prompt": {"example": False}}))
+    return folder
+
+
+def test_wrong_base_adapter_is_refused_with_a_clear_message(tmp_path):
+    right, wrong = "a" * 64, "b" * 64
+    folder = _manifest(tmp_path / "adapter", wrong)
+    with pytest.raises(ModelUnavailable, match="was trained on qwen2.5-0.5b .*not on qwen2.5-0.5b"):
+        resolve_adapter(str(folder), base_name="qwen2.5-0.5b", base_sha256=right)
+    # published for another base: skipped (served without), not fatal
+    publish(folder, "qwen2.5-0.5b", root=tmp_path / "adapters")
+    assert resolve_adapter("auto", base_name="qwen2.5-0.5b", base_sha256=right, root=tmp_path / "adapters") == (None, None)
+    # the right base: used
+    _manifest(tmp_path / "good", right)
+    publish(tmp_path / "good", "qwen2.5-0.5b", root=tmp_path / "adapters")
+    found, manifest = resolve_adapter("auto", base_name="qwen2.5-0.5b", base_sha256=right, root=tmp_path / "adapters")
+    assert found == tmp_path / "adapters" / "qwen2.5-0.5b" and manifest["base"]["sha256"] == right
+    assert resolve_adapter("none", base_name="qwen2.5-0.5b", base_sha256=right) == (None, None)
+    with pytest.raises(ModelUnavailable, match="not a usable adapter"):
+        read_manifest(tmp_path / "nothing")
+
+
+def test_finetune_command_runs_the_tiny_preset_end_to_end(tmp_path, monkeypatch):
+    from guide.cli import main
+
+    monkeypatch.setenv("GUIDE_INDEX_DIR", str(tmp_path / "indexes"))
+    run = tmp_path / "run"
+    assert main(["--profile", "tiny", "finetune", "--preset", "tiny", "--run-dir", str(run), "--max-steps", "6"]) == 0
+    report = json.loads((run / "report.json").read_text())
+    assert report["training"]["steps"] <= 6
+    assert report["after"]["test_loss"] > 0 and (run / "report.md").is_file()
+    assert (run / "data" / "train.jsonl").is_file() and (run / "adapter" / "adapter.gguf").is_file()
+    manifest = read_manifest(run / "adapter")
+    assert manifest["base"]["sha256"] and manifest["data_hash"] == report["data_hash"]
