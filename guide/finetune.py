@@ -76,9 +76,9 @@ class FinetuneConfig:
 
 PRESETS: dict[str, dict] = {
     # the real run on a 2-core CPU, about 45 minutes all told (measured; see README)
-    "offline": {"max_train_examples": 180, "grad_accum": 2, "max_steps": 90, "lr": 2e-4, "eval_every": 20,
-                "max_dev_examples": 12, "time_budget_s": 1500, "max_test_questions": 90,
-                "max_test_loss_examples": 40},
+    "offline": {"max_train_examples": 160, "grad_accum": 2, "max_steps": 80, "lr": 2e-4, "eval_every": 20,
+                "max_dev_examples": 12, "time_budget_s": 1200, "max_test_questions": 72,
+                "max_test_loss_examples": 30},
     # a larger base where a GPU is available
     "gpu": {"base": "Qwen/Qwen2.5-1.5B-Instruct", "max_steps": 300, "grad_accum": 8, "per_set": 200,
             "max_dev_examples": 64, "eval_every": 25},

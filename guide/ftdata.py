@@ -115,7 +115,7 @@ _GIVEN_NAMES = {"Louis", "Jean", "Pierre", "Charles", "Henri", "Marie", "Philipp
 class Example:
     id: str
     source: str  # "tour:<id>" or the dialogue set's name
-    kind: str  # factual | followup | switch | unanswerable | dialogue
+    kind: str  # factual | followup | switch | unanswerable | dialogue | reading
     lang: str
     attraction: str | None  # what the split is by (None for dialogue sets)
     messages: list[dict]  # chat messages; the last one (assistant) is the target
@@ -201,12 +201,43 @@ def _ask(guide, state: DialogueState, tour: Tour, question: str, *, example: boo
     return prepare_prompt(guide, state, question, tour, example=example)
 
 
+def _shuffle_sources(prepared, rng: random.Random):
+    """The same prompt with its numbered sources in another order (a copy; `prepared` is unchanged).
+
+    Retrieval usually ranks the passage with the answer first, so without this nearly every
+    reference cites [1] and a model learns to quote source 1 rather than to find the fact.
+    """
+    import dataclasses
+
+    from .answer import format_sources
+
+    if len(prepared.hits) < 2:
+        return prepared
+    hits = list(prepared.hits)
+    rng.shuffle(hits)
+    lang = prepared.query.language
+    old, new = format_sources(prepared.hits, lang), format_sources(hits, lang)
+    messages = [dict(m) for m in prepared.messages]
+    messages[-1]["content"] = messages[-1]["content"].replace(old, new, 1)
+    return dataclasses.replace(prepared, hits=hits, messages=messages)
+
+
 def tour_examples(guide, tour: Tour, attractions: list[str], *, seed: int = 0, example: bool = False,
-                  langs: list[str] | None = None) -> list[Example]:
-    """Factual, follow-up ("it"), language-switch and unanswerable examples for some attractions."""
+                  langs: list[str] | None = None, shuffle_sources: float = 0.0) -> list[Example]:
+    """Factual, follow-up ("it"), language-switch and unanswerable examples for some attractions.
+
+    With `shuffle_sources` > 0, that share of the answerable examples gets its sources reordered.
+    """
     rng = random.Random(seed)
+    order_rng = random.Random(seed + 7919)  # separate, so the questions asked do not depend on it
     langs = [code for code in tour.languages if code in (langs or tour.languages)]
     out: list[Example] = []
+
+    def ask(state, question):
+        prepared = _ask(guide, state, tour, question, example=example)
+        if shuffle_sources and order_rng.random() < shuffle_sources:
+            prepared = _shuffle_sources(prepared, order_rng)
+        return prepared
 
     def add(kind, lang, aid, prepared, target, question, history=(), expect=()):
         msgs = prepared.messages + [{"role": "assistant", "content": target}]
@@ -226,7 +257,7 @@ def tour_examples(guide, tour: Tour, attractions: list[str], *, seed: int = 0, e
                 tokens = fact_tokens(key, a.facts[key])
                 question = rng.choice(ASK[key][lang]).format(name=name)
                 state = DialogueState(tour=tour.id)
-                prepared = _ask(guide, state, tour, question, example=example)
+                prepared = ask(state, question)
                 target = reference_answer(prepared.hits, lang, tokens)
                 if target is None:
                     continue  # the retrieved sources in this language do not state it
@@ -240,7 +271,7 @@ def tour_examples(guide, tour: Tour, attractions: list[str], *, seed: int = 0, e
                 _ask(guide, state, tour, first[1], example=example)
                 state.remember(first[1], first[2])
                 question = ASK_BACK[second[0]][lang]
-                prepared = _ask(guide, state, tour, question, example=example)
+                prepared = ask(state, question)
                 tokens = fact_tokens(second[0], a.facts[second[0]])
                 target = reference_answer(prepared.hits, prepared.query.language, tokens)
                 if target is None or prepared.query.language != lang:
@@ -257,7 +288,7 @@ def tour_examples(guide, tour: Tour, attractions: list[str], *, seed: int = 0, e
                 state.remember(q1, a1)
                 key2 = rng.choice(keys)
                 question = rng.choice(ASK[key2][new]).format(name=a.name(new))
-                prepared = _ask(guide, state, tour, question, example=example)
+                prepared = ask(state, question)
                 tokens = fact_tokens(key2, a.facts[key2])
                 target = reference_answer(prepared.hits, new, tokens)
                 if target is not None and prepared.query.language == new:
@@ -395,6 +426,40 @@ def jmultiwoz_examples(path: Path, limit: int, rng: random.Random, guide, tour: 
     return out
 
 
+def xquad_examples(path: Path, langs: list[str], limit: int, rng: random.Random) -> list[Example]:
+    """XQuAD paragraphs about places: a question, its paragraph among two others, the answering sentence.
+
+    Broadens what the model learns to look up beyond the tour's year / height / architect questions,
+    in the tour's languages that XQuAD has (en, de, es, zh here).
+    """
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
+    out = []
+    for lang in langs:
+        paras = [r for r in rows if r["lang"] == lang]
+        items = [(r, qa) for r in paras for qa in r["qas"]]
+        rng.shuffle(items)
+        taken = 0
+        for r, qa in items:
+            if taken >= limit:
+                break
+            answer = qa["answers"][0]["text"]
+            target = [s for s in _sentences(r["context"]) if answer in s and len(s) <= 260]
+            if not target:
+                continue
+            others = [o for o in paras if o is not r and o["article"] == r["article"]] or [o for o in paras if o is not r]
+            chosen = [r] + rng.sample(others, k=min(2, len(others)))
+            rng.shuffle(chosen)
+            title = r["article"].replace("_", " ")
+            hits = [_hit(o["article"].replace("_", " "), o["context"], lang, i) for i, o in enumerate(chosen)]
+            n = chosen.index(r) + 1
+            msgs = _messages(qa["question"], lang, hits, title.split(" (")[0], [])
+            msgs.append({"role": "assistant", "content": cite(min(target, key=len), n)})
+            out.append(Example(id=f"xquad/{lang}/{qa['id']}", source="xquad", kind="reading", lang=lang,
+                               attraction=None, messages=msgs, question=qa["question"], expect=[answer]))
+            taken += 1
+    return out
+
+
 def dialogue_set_examples(qa_dir: Path | None, *, guide, tour: Tour, attractions: list[str], per_set: int,
                           seed: int = 0) -> list[Example]:
     """Examples from the dev dialogue sets that are present (none when the folder is absent)."""
@@ -408,6 +473,9 @@ def dialogue_set_examples(qa_dir: Path | None, *, guide, tour: Tour, attractions
         out += sgd_examples(qa_dir / "sgd_travel_train.jsonl", per_set, random.Random(seed))
     if (qa_dir / "crosswoz_val_messages.jsonl").is_file():
         out += crosswoz_examples(qa_dir / "crosswoz_val_messages.jsonl", per_set, random.Random(seed))
+    xquad = qa_dir.parent / "texts" / "xquad_place_articles_12langs.jsonl"
+    if xquad.is_file():
+        out += xquad_examples(xquad, tour.languages, per_set // 2, random.Random(seed))
     if (qa_dir / "jmultiwoz_tc_dialogues_dev.jsonl").is_file():
         out += jmultiwoz_examples(qa_dir / "jmultiwoz_tc_dialogues_dev.jsonl", per_set // 2, random.Random(seed),
                                   guide, tour, attractions)
@@ -415,10 +483,16 @@ def dialogue_set_examples(qa_dir: Path | None, *, guide, tour: Tour, attractions
 
 
 def build_dataset(guide, tour: Tour, *, seed: int = 0, qa_dir: Path | None = None, per_set: int = 40,
-                  dev_attractions: int = 2, test_attractions: int = 3) -> tuple[Split, dict[str, list[Example]]]:
-    """Train / dev / test examples, split by attraction; dialogue-set examples go to train and dev (9:1)."""
+                  dev_attractions: int = 2, test_attractions: int = 3,
+                  shuffle_sources: float = 0.5) -> tuple[Split, dict[str, list[Example]]]:
+    """Train / dev / test examples, split by attraction; dialogue-set examples go to train and dev (9:1).
+
+    Test prompts keep the retrieval order the guide serves with; train and dev prompts have
+    `shuffle_sources` of their sources reordered.
+    """
     split = split_attractions(tour, seed=seed, dev=dev_attractions, test=test_attractions)
-    data = {name: tour_examples(guide, tour, list(getattr(split, name)), seed=seed)
+    data = {name: tour_examples(guide, tour, list(getattr(split, name)), seed=seed,
+                                shuffle_sources=0.0 if name == "test" else shuffle_sources)
             for name in ("train", "dev", "test")}
     for ex in dialogue_set_examples(qa_dir, guide=guide, tour=tour, attractions=list(split.train),
                                     per_set=per_set, seed=seed):

@@ -264,3 +264,23 @@ def test_finetune_command_runs_the_tiny_preset_end_to_end(tmp_path, monkeypatch)
     assert (run / "data" / "train.jsonl").is_file() and (run / "adapter" / "adapter.gguf").is_file()
     manifest = read_manifest(run / "adapter")
     assert manifest["base"]["sha256"] and manifest["data_hash"] == report["data_hash"]
+
+
+def test_reading_examples_from_xquad_cite_the_paragraph_with_the_answer(dev_dir):
+    import random
+
+    from guide.ftdata import xquad_examples
+
+    path = dev_dir / "texts" / "xquad_place_articles_12langs.jsonl"
+    if not path.is_file():
+        pytest.skip(f"{path} not found")
+    rows = xquad_examples(path, ["en", "de", "zh", "ja"], 5, random.Random(0))
+    assert {e.lang for e in rows} == {"en", "de", "zh"}  # XQuAD has no Japanese
+    cited = set()
+    for e in rows:
+        answer = e.messages[-1]["content"]
+        n = int(re.findall(r"\[(\d+)\]", answer)[-1])
+        cited.add(n)
+        source = next(line for line in e.messages[-2]["content"].splitlines() if line.startswith(f"[{n}]"))
+        assert e.expect[0] in answer and e.expect[0] in source
+    assert len(cited) > 1  # the paragraph with the answer is not always the first
