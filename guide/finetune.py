@@ -30,6 +30,13 @@ __all__ = ["FinetuneConfig", "PRESETS", "load_base", "encode", "train", "run_fin
 
 log = logging.getLogger(__name__)
 
+def _dev_data() -> Path:
+    """The shared development data (GUIDE_DEV_DATA, else ../shared/data/dev next to the project)."""
+    import os
+
+    return Path(os.environ.get("GUIDE_DEV_DATA") or ROOT.parent / "shared" / "data" / "dev")
+
+
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
@@ -39,7 +46,7 @@ class FinetuneConfig:
     base: str = "qwen2.5-0.5b"  # a GGUF model pack (loaded de-quantized), a hub id, a local folder, or "tiny"
     seed: int = 0
     # data
-    qa_dir: Path | None = ROOT.parent / "shared" / "data" / "dev" / "qa"  # dev dialogue sets, used when present
+    qa_dir: Path | None = field(default_factory=lambda: _dev_data() / "qa")  # dialogue sets, used when present
     per_set: int = 40  # examples taken from each dialogue set
     dev_attractions: int = 2
     test_attractions: int = 3
