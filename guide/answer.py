@@ -270,7 +270,6 @@ def load_llm(name: str, *, cache_dir: Path, n_ctx: int = 2048, threads: int = 0,
         raise ValueError(f"unknown LLM {name!r}; choose one of {', '.join(LLMS)}")
     if manifest is not None:
         llm.prompt_example = manifest.get("prompt", {}).get("example", True)
-        llm.adapter = str(folder)
         log.info("LLM %s with the fine-tuned adapter %s", name, folder)
     return llm
 
@@ -447,9 +446,7 @@ class AnswerStream:
         if emitted < len(raw):
             yield raw[emitted:]
         text = raw_stripped
-        if not self.guards:
-            pass
-        elif is_echo(text, self.question):
+        if self.guards and is_echo(text, self.question):
             # small models sometimes repeat the question; asked again with the question first, they
             # usually answer (measured: 2 of 3 echoes fixed). The visitor sees the answer replace it.
             retry = [self.messages[0], {"role": "user", "content": (
@@ -461,7 +458,7 @@ class AnswerStream:
                 text = raw = again
             else:  # still nothing usable: quote the source sentence that best fits the question
                 text = raw = "".join(ExtractiveLLM().stream(retry, max_tokens=self.max_tokens)).strip()
-        elif is_dump(text):
+        elif self.guards and is_dump(text):
             text = raw = "".join(ExtractiveLLM().stream(self.messages, max_tokens=self.max_tokens)).strip()
         invented = unsupported_claims(text, self.hits, self.question) if self.guards else []
         if invented:  # numbers no source gave: the model is guessing, so the guide declines instead

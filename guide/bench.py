@@ -81,19 +81,16 @@ def bench_retrieval(config: GuideConfig, *, synthetic: int = 100_000, queries: i
 
 
 def bench_llm(config: GuideConfig, *, runs: int = 3) -> str:
-    from .answer import build_messages, load_llm
-    from .dialogue import DialogueState, resolve
-    from .pipeline import Guide, _retrieve
+    from .answer import load_llm
+    from .dialogue import DialogueState
+    from .pipeline import Guide, prepare_prompt
 
     guide = Guide.load(config, tours=[config.default_tour])
     tour = guide.tour(config.default_tour)
     llm = guide.llm if guide.llm else load_llm(config.llm, cache_dir=config.cache_dir)
     rows = []
     for q in tqdm(_questions(tour)[:runs], desc="llm", unit="answer"):
-        query = resolve(DialogueState(tour=tour.id), q, tour)
-        hits = _retrieve(guide, tour, query, DialogueState(tour=tour.id))
-        messages = build_messages(q, query.language, hits, tour_title=tour.title(query.language),
-                                  example=getattr(llm, "prompt_example", True))
+        messages = prepare_prompt(guide, DialogueState(tour=tour.id), q, tour).messages
         prompt_tokens = llm.count_tokens("".join(m["content"] for m in messages))
         t = time.perf_counter()
         first, text = None, ""

@@ -418,12 +418,13 @@ def held_out_questions(split, data: dict[str, list[Example]], tour, *, limit: in
     return (written + generated)[:limit]
 
 
-def _answer_eval(gcfg: GuideConfig, tour_id: str, llm, questions, progress: bool) -> dict:
+def _answer_eval(guide, tour_id: str, llm, questions, progress: bool) -> dict:
+    """The eval harness with another LLM over the already loaded tours, indexes and embedder."""
     from .evaluate import evaluate_tour
     from .pipeline import Guide
 
-    guide = Guide.load(gcfg, tours=[tour_id], llm=llm, progress=False)
-    return evaluate_tour(guide, tour_id, questions=questions, progress=progress)
+    with_llm = Guide(guide.config, guide.tours, guide.indexes, guide.embedder, llm, guide.problems)
+    return evaluate_tour(with_llm, tour_id, questions=questions, progress=progress)
 
 
 def run_finetune(cfg: FinetuneConfig, *, gcfg: GuideConfig | None = None, resume: Path | None = None,
@@ -483,7 +484,7 @@ def run_finetune(cfg: FinetuneConfig, *, gcfg: GuideConfig | None = None, resume
     report["test_questions"] = len(questions)
     if cfg.evaluate:
         base_llm = _serving_llm(identity, gcfg, adapter=None)
-        report["before"]["answers"] = _answer_eval(gcfg, cfg.tour, base_llm, questions, progress)
+        report["before"]["answers"] = _answer_eval(guide, cfg.tour, base_llm, questions, progress)
         del base_llm
 
     # 4. train
@@ -517,18 +518,18 @@ def run_finetune(cfg: FinetuneConfig, *, gcfg: GuideConfig | None = None, resume
                 "gguf": "adapter.gguf" if (adapter_dir / "adapter.gguf").is_file() else None,
                 "metrics": {k: {"test_loss": report[k]["test_loss"]} for k in ("before", "after")}}
     (adapter_dir / "manifest.json").write_text(json.dumps(manifest, indent=1))
-    del model
     if cfg.evaluate:
         tuned = _serving_llm(identity, gcfg, adapter=adapter_dir)
-        report["after"]["answers"] = _answer_eval(gcfg, cfg.tour, tuned, questions, progress)
+        report["after"]["answers"] = _answer_eval(guide, cfg.tour, tuned, questions, progress)
         del tuned
         for key in ("before", "after"):
             manifest["metrics"][key] = report[key]["answers"]["summary"]
         (adapter_dir / "manifest.json").write_text(json.dumps(manifest, indent=1))
     if identity.get("gguf_file") and cfg.compare_prompts:
         prompts = [e.messages[:-1] for e in _subsample(data["test"], cfg.compare_prompts, cfg.seed + 1)]
-        report["backends"] = compare_backends(adapter_dir, prompts, cache_dir=gcfg.cache_dir)
+        report["backends"] = compare_backends(adapter_dir, prompts, cache_dir=gcfg.cache_dir, model=model, tok=tok)
         log.info("backends:\n%s", format_comparison(report["backends"]))
+    del model
     report["verdict"] = verdict(report)
     report["seconds"] = round(time.perf_counter() - started, 1)
     if cfg.publish and report["verdict"]["better"]:
@@ -539,15 +540,14 @@ def run_finetune(cfg: FinetuneConfig, *, gcfg: GuideConfig | None = None, resume
 
 
 def _serving_llm(identity: dict, gcfg: GuideConfig, adapter: Path | None):
-    """The production backend for answer evaluation: llama.cpp on the GGUF (with the GGUF LoRA), else transformers."""
-    from .answer import LlamaCppLLM, TransformersLLM
+    """The LLM as the guide would serve it: a model pack through load_llm (llama.cpp, the GGUF LoRA and
+    the prompt settings of the adapter's manifest), any other base on transformers."""
+    from .answer import TransformersLLM, load_llm
 
     if identity.get("gguf_file"):
-        llm = LlamaCppLLM(Path(identity["path"]) / identity["gguf_file"], n_ctx=gcfg.llm_context,
-                          threads=gcfg.threads, name=identity["name"] + ("+lora" if adapter else ""),
-                          lora_path=str(adapter / "adapter.gguf") if adapter else None)
-    else:
-        llm = TransformersLLM(identity["path"], device=gcfg.device, adapter=str(adapter) if adapter else None)
+        return load_llm(identity["name"], cache_dir=gcfg.cache_dir, n_ctx=gcfg.llm_context, threads=gcfg.threads,
+                        device=gcfg.device, adapter=str(adapter) if adapter else "none")
+    llm = TransformersLLM(identity["path"], device=gcfg.device, adapter=str(adapter) if adapter else None)
     llm.prompt_example = adapter is None  # the tuned model is trained without the worked example
     return llm
 

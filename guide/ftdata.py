@@ -23,6 +23,7 @@ from pathlib import Path
 
 from .dialogue import DialogueState
 from .grounding import missing_concepts
+from .pipeline import prepare_prompt
 from .retrieval import Hit
 from .tours import Passage, Tour
 
@@ -195,12 +196,6 @@ def reference_answer(hits: list[Hit], lang: str, tokens: list[str], max_chars: i
     return cite(*best) if best else None
 
 
-def _ask(guide, state: DialogueState, tour: Tour, question: str, *, example: bool):
-    from .pipeline import prepare_prompt
-
-    return prepare_prompt(guide, state, question, tour, example=example)
-
-
 def _shuffle_sources(prepared, rng: random.Random):
     """The same prompt with its numbered sources in another order (a copy; `prepared` is unchanged).
 
@@ -234,7 +229,7 @@ def tour_examples(guide, tour: Tour, attractions: list[str], *, seed: int = 0, e
     out: list[Example] = []
 
     def ask(state, question):
-        prepared = _ask(guide, state, tour, question, example=example)
+        prepared = prepare_prompt(guide, state, question, tour, example=example)
         if shuffle_sources and order_rng.random() < shuffle_sources:
             prepared = _shuffle_sources(prepared, order_rng)
         return prepared
@@ -268,7 +263,7 @@ def tour_examples(guide, tour: Tour, attractions: list[str], *, seed: int = 0, e
                 if first[0] == second[0]:
                     continue
                 state = DialogueState(tour=tour.id)
-                _ask(guide, state, tour, first[1], example=example)
+                prepare_prompt(guide, state, first[1], tour, example=example)
                 state.remember(first[1], first[2])
                 question = ASK_BACK[second[0]][lang]
                 prepared = ask(state, question)
@@ -284,7 +279,7 @@ def tour_examples(guide, tour: Tour, attractions: list[str], *, seed: int = 0, e
                 key, q1, a1 = answered[0]
                 new = rng.choice(other)
                 state = DialogueState(tour=tour.id)
-                _ask(guide, state, tour, q1, example=example)
+                prepare_prompt(guide, state, q1, tour, example=example)
                 state.remember(q1, a1)
                 key2 = rng.choice(keys)
                 question = rng.choice(ASK[key2][new]).format(name=a.name(new))
@@ -297,7 +292,7 @@ def tour_examples(guide, tour: Tour, attractions: list[str], *, seed: int = 0, e
             for template in rng.sample(UNANSWERABLE[lang], k=1):
                 question = template.format(name=name)
                 state = DialogueState(tour=tour.id)
-                prepared = _ask(guide, state, tour, question, example=example)
+                prepared = prepare_prompt(guide, state, question, tour, example=example)
                 if not missing_concepts(question, prepared.evidence):
                     continue  # the texts do say it (or the question names nothing the check knows)
                 add("unanswerable", lang, aid, prepared, DONT_KNOW[lang], question)
@@ -317,7 +312,11 @@ def _numbers(text: str) -> set[str]:
 
 
 def _grounded(answer: str, sources: str, question: str) -> bool:
-    """Every number in the answer comes from the sources or the question."""
+    """Every number in the answer comes from the sources or the question.
+
+    Stricter than answer.unsupported_claims, which lets single digits pass in a visitor's answer
+    ("3 levels"): a training target with an invented "2 pm" would teach inventing.
+    """
     return _numbers(answer) <= (_numbers(sources) | _numbers(question))
 
 
