@@ -2,9 +2,11 @@
 
 Every tour example is made with the serving path's own prompt builder (`pipeline.prepare_prompt`):
 the question is resolved in a dialogue, passages are retrieved, and the messages are exactly what
-the model will see when it serves. The reference answer is a sentence of the attraction's own
-description in the visitor's language that holds the asked fact, with the number of the source it
-came from — so the model learns to find, quote briefly, cite and stay in the visitor's language.
+the model will see when it serves. The reference answer is one short sentence composed from the
+asked fact in the visitor's language ("Sacré-Cœur was built between 1875 and 1914 [1]."), cited
+with the source that states it — so the model learns to find the fact, state it briefly, cite and
+stay in the visitor's language. (Quoting whole source sentences was measured worse: the tuned
+model learned to quote a sentence, often the wrong one; see README, Fine-tuning.)
 Questions whose kind of information the sources lack become "I don't know" in that language.
 
 Splits are by attraction: a test attraction's texts never appear in a training example.
@@ -196,6 +198,99 @@ def reference_answer(hits: list[Hit], lang: str, tokens: list[str], max_chars: i
     return cite(*best) if best else None
 
 
+# Short answers composed from the fact, in the style of the system prompt's worked example ("The Old
+# Mill was built in 1820 [1]."): the subject, the asked fact and the source number, nothing else.
+# Wordings avoid gender agreement with the attraction's name (fr/es/it).
+COMPOSE = {
+    "built": {
+        "en": ("{name} was built in {a}.", "{name} was built between {a} and {b}."),
+        "fr": ("{name} date de {a}.", "{name} a vu le jour entre {a} et {b}."),
+        "de": ("{name} wurde {a} erbaut.", "{name} wurde von {a} bis {b} erbaut."),
+        "es": ("{name} se construyó en {a}.", "{name} se construyó entre {a} y {b}."),
+        "it": ("{name} risale al {a}.", "{name} vide la luce tra il {a} e il {b}."),
+        "zh": ("{name}建于{a}年。", "{name}于{a}年动工，{b}年建成。"),
+        "ja": ("{name}は{a}年に建てられました。", "{name}は{a}年に着工し、{b}年に完成しました。"),
+    },
+    "height": {
+        "en": ("{name} is {h} m tall.",), "fr": ("{name} mesure {h} m de haut.",), "de": ("{name} ist {h} m hoch.",),
+        "es": ("{name} mide {h} m de altura.",), "it": ("{name} misura {h} m di altezza.",),
+        "zh": ("{name}高{h}米。",), "ja": ("{name}の高さは{h}メートルです。",),
+    },
+    "architect": {
+        "en": ("{name} was designed by {who}.",), "fr": ("{name} est l'œuvre de {who}.",),
+        "de": ("{name} wurde von {who} entworfen.",), "es": ("{name} es obra de {who}.",),
+        "it": ("{name} è opera di {who}.",), "zh": ("{name}由{who}设计。",), "ja": ("{name}は{who}が設計しました。",),
+    },
+}
+_AND = {"en": " and ", "fr": " et ", "de": " und ", "es": " y ", "it": " e ", "zh": "和", "ja": "と"}
+_CJK_NAME = re.compile(r"([\u30a0-\u30ff\u4e00-\u9fff·・＝]+)[（(]([^）)]+)[）)]")
+_ZH_LEADING = "由是为的和与及在被请"
+
+
+def _first_clause(value: str) -> str:
+    """'1875–1914; consecrated 1919' -> '1875–1914'; parentheses dropped."""
+    return re.sub(r"\([^)]*\)", "", str(value)).split(";")[0].strip()
+
+
+def _full_names(value: str) -> list[str]:
+    """Full names (given name and surname) in the first clause of an architect fact."""
+    names = [n for n in _NAME.findall(_first_clause(value)) if n.split()[0] not in _NOT_NAMES]
+    return [n for n in names if len(re.split(r"[ -]", n)) >= 2]
+
+
+def _name_in(text: str, latin: str, lang: str) -> str:
+    """The name as the source in `lang` writes it: '保罗·阿巴迪（Paul Abadie）' where a text has both."""
+    if lang in ("zh", "ja"):
+        for m in _CJK_NAME.finditer(text):
+            if latin in m.group(2):
+                local = m.group(1).lstrip(_ZH_LEADING) if lang == "zh" else re.sub(r"^[^\u30a0-\u30ff]+", "", m.group(1))
+                return f"{local}（{m.group(2)}）" if local else latin
+    return latin
+
+
+def composed_answer(attraction, key: str, lang: str, hits: list[Hit]) -> str | None:
+    """A short answer stating the fact `key`, cited with the source that states it; None if none does.
+
+    The source is the passage in the visitor's language whose text holds the fact (a description
+    before the facts card), so the citation is always valid and the answer is grounded.
+    """
+    if lang not in COMPOSE.get(key, {}) or key not in attraction.facts:
+        return None
+    value = str(attraction.facts[key])
+    tokens = fact_tokens(key, value)
+    ranked = sorted(enumerate(hits, 1), key=lambda ih: (ih[1].passage.lang != lang, ih[1].passage.kind != "description"))
+    source = next(((i, h) for i, h in ranked if h.passage.attraction == attraction.id
+                   and any(t in h.passage.text for t in tokens)), None)
+    if not tokens or source is None:
+        return None
+    n, hit = source
+    evidence = " ".join(h.passage.text for h in hits if h.passage.attraction == attraction.id)
+    templates = COMPOSE[key][lang]
+    name = attraction.name(lang)
+    if key == "built":
+        years = [y for y in _YEAR.findall(_first_clause(value)) if y in evidence]
+        if not years or years[0] != tokens[0]:
+            return None
+        text = templates[0].format(name=name, a=years[0]) if len(years) == 1 else \
+            templates[1].format(name=name, a=years[0], b=years[-1])
+    elif key == "height":
+        if re.match(r"^\D*[A-Za-z]", _first_clause(value).replace("about", "")):
+            return None  # "Glass pyramid 21.6 m": the height of a part, not of the whole
+        h = tokens[0]
+        if lang in ("fr", "de", "es", "it") and h.replace(".", ",") in hit.passage.text:
+            h = h.replace(".", ",")
+        text = templates[0].format(name=name, h=h)
+    else:
+        names = [n_ for n_ in _full_names(value) if n_.split()[-1] in evidence]
+        if not names:
+            return None
+        names = [_name_in(hit.passage.text, n_, lang) for n_ in names[:3]]
+        who = names[0] if len(names) == 1 else (", " if lang not in ("zh", "ja") else "、").join(names[:-1]) \
+            + _AND[lang] + names[-1]
+        text = templates[0].format(name=name, who=who)
+    return cite(text[0].upper() + text[1:], n)
+
+
 def _shuffle_sources(prepared, rng: random.Random):
     """The same prompt with its numbered sources in another order (a copy; `prepared` is unchanged).
 
@@ -253,9 +348,9 @@ def tour_examples(guide, tour: Tour, attractions: list[str], *, seed: int = 0, e
                 question = rng.choice(ASK[key][lang]).format(name=name)
                 state = DialogueState(tour=tour.id)
                 prepared = ask(state, question)
-                target = reference_answer(prepared.hits, lang, tokens)
+                target = composed_answer(a, key, lang, prepared.hits)
                 if target is None:
-                    continue  # the retrieved sources in this language do not state it
+                    continue  # the retrieved sources do not state it
                 add("factual", lang, aid, prepared, target, question, expect=tokens)
                 answered.append((key, question, target))
             # a follow-up that says only "it", after a first question naming the attraction
@@ -268,7 +363,7 @@ def tour_examples(guide, tour: Tour, attractions: list[str], *, seed: int = 0, e
                 question = ASK_BACK[second[0]][lang]
                 prepared = ask(state, question)
                 tokens = fact_tokens(second[0], a.facts[second[0]])
-                target = reference_answer(prepared.hits, prepared.query.language, tokens)
+                target = composed_answer(a, second[0], lang, prepared.hits)
                 if target is None or prepared.query.language != lang:
                     continue
                 add("followup", lang, aid, prepared, target, question, history=[first[1]], expect=tokens)
@@ -285,7 +380,7 @@ def tour_examples(guide, tour: Tour, attractions: list[str], *, seed: int = 0, e
                 question = rng.choice(ASK[key2][new]).format(name=a.name(new))
                 prepared = ask(state, question)
                 tokens = fact_tokens(key2, a.facts[key2])
-                target = reference_answer(prepared.hits, new, tokens)
+                target = composed_answer(a, key2, new, prepared.hits)
                 if target is not None and prepared.query.language == new:
                     add("switch", new, aid, prepared, target, question, history=[q1], expect=tokens)
             # requests the texts cannot answer: "I don't know" in the visitor's language
@@ -442,7 +537,7 @@ def xquad_examples(path: Path, langs: list[str], limit: int, rng: random.Random)
             if taken >= limit:
                 break
             answer = qa["answers"][0]["text"]
-            target = [s for s in _sentences(r["context"]) if answer in s and len(s) <= 260]
+            target = [s for s in _sentences(r["context"]) if answer in s and len(s) <= 180]
             if not target:
                 continue
             others = [o for o in paras if o is not r and o["article"] == r["article"]] or [o for o in paras if o is not r]

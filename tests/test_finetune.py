@@ -26,7 +26,7 @@ from guide.finetune import (  # noqa: E402
     tiny_base,
     train,
 )
-from guide.ftdata import DONT_KNOW, Example, build_dataset, split_attractions  # noqa: E402
+from guide.ftdata import DONT_KNOW, Example, build_dataset, composed_answer, split_attractions  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -87,13 +87,41 @@ def test_examples_are_grounded_cited_and_in_the_visitors_language(dataset):
     assert re.search(r"\bit\b", follow.question.lower())
 
 
+def test_reference_answers_are_one_short_sentence_composed_from_the_fact(paris, dataset):
+    guide, tour = paris
+
+    def answer(aid, key, lang, question):
+        hits = guide.search(tour, question, attractions=[aid], lang=lang)
+        return composed_answer(tour.attraction(aid), key, lang, hits), hits
+
+    # a span of years is given whole: "completed" questions need the second year
+    text, hits = answer("sacre-coeur", "built", "en", "When was Sacré-Cœur built?")
+    assert text.startswith("Sacré-Cœur") and "1875" in text and "1914" in text and "1919" not in text
+    n = int(text.rsplit("[", 1)[1].split("]")[0])
+    assert "1875" in hits[n - 1].passage.text  # the cited source states it
+    # the name as the Chinese source writes it, with the Latin spelling it gives
+    text, _ = answer("sacre-coeur", "architect", "zh", "圣心大教堂的建筑师是谁？")
+    assert text.startswith("圣心大教堂由") and "阿巴迪（Paul Abadie）" in text and "由由" not in text
+    assert text.endswith("]。")
+    # the height of a part (the Louvre's glass pyramid) is not the height of the whole
+    assert answer("louvre", "height", "en", "How tall is the Louvre?")[0] is None
+    # every tour answer is a single sentence (no quoted paragraphs)
+    split, data = dataset
+    for e in data["train"]:
+        if e.kind in ("factual", "followup", "switch"):
+            assert len(e.messages[-1]["content"]) < 120, e.messages[-1]["content"]
+
+
 def test_test_questions_keep_the_written_eval_set(paris, dataset):
     guide, tour = paris
     split, data = dataset
     questions = held_out_questions(split, data, tour, limit=30)
     assert len(questions) == 30
     written = [q for q in questions if "/" not in q.id]
-    assert written and all(set(q.attractions) <= set(split.test) for q in questions)
+    # held out = never trained on: written questions of the test and dev attractions, generated test ones
+    assert written and all(set(q.attractions) <= set(split.test) | set(split.dev) for q in questions)
+    assert {a for q in written for a in q.attractions} & set(split.dev)
+    assert all(set(q.attractions) <= set(split.test) for q in questions if "/" in q.id)
 
 
 def _chat(q, a):
