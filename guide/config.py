@@ -12,6 +12,11 @@ __all__ = ["GuideConfig", "PROFILES", "load_config"]
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def dev_data_dir() -> Path:
+    """The shared development data: $GUIDE_DEV_DATA, else ../shared/data/dev next to the project."""
+    return Path(os.environ.get("GUIDE_DEV_DATA") or ROOT.parent / "shared" / "data" / "dev")
+
+
 def _default_cache() -> Path:
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(base) / "tourguide"

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import csv
 import logging
-import os
 import re
 import time
 import unicodedata
@@ -179,8 +178,9 @@ def _bench_clips(dev_dir: Path | None) -> list[tuple[str, np.ndarray]]:
     from .audio import to_mono_16k
 
     if dev_dir is None:
-        env = os.environ.get("GUIDE_DEV_DATA")
-        dev_dir = Path(env) if env else Path(__file__).resolve().parents[2] / "shared" / "data" / "dev"
+        from .config import dev_data_dir
+
+        dev_dir = dev_data_dir()
     audio = Path(dev_dir) / "audio"
     picks = ["en/whisper_jfk.flac", "de/picovoice_leopard_test_de.wav", "fr/fleurs-fr-000.ogg"]
     clips = [(p, to_mono_16k(audio / p)) for p in picks if (audio / p).is_file()]

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import csv
 import logging
-import os
 import shutil
 import tempfile
 import time
@@ -36,13 +35,12 @@ __all__ = ["evaluate_vision", "bench_vision", "format_table", "dev_images_dir"]
 
 log = logging.getLogger(__name__)
 
-ROOT = Path(__file__).resolve().parent.parent
-
 
 def dev_images_dir() -> Path:
     """The shared dev images: $GUIDE_DEV_DATA/images, else ../shared/data/dev/images next to the project."""
-    base = os.environ.get("GUIDE_DEV_DATA")
-    return (Path(base) if base else ROOT.parent / "shared" / "data" / "dev") / "images"
+    from .config import dev_data_dir
+
+    return dev_data_dir() / "images"
 
 
 def _read_photos(images_dir: Path) -> list[tuple[Path, str, str]]:

@@ -23,20 +23,13 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from .config import ROOT, GuideConfig, load_config
+from .config import ROOT, GuideConfig, dev_data_dir, load_config
 from .errors import GuideError
 from .ftdata import Example, build_dataset, data_hash, dataset_stats, save_jsonl
 
 __all__ = ["FinetuneConfig", "PRESETS", "load_base", "encode", "train", "run_finetune", "tiny_base"]
 
 log = logging.getLogger(__name__)
-
-def _dev_data() -> Path:
-    """The shared development data (GUIDE_DEV_DATA, else ../shared/data/dev next to the project)."""
-    import os
-
-    return Path(os.environ.get("GUIDE_DEV_DATA") or ROOT.parent / "shared" / "data" / "dev")
-
 
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
@@ -47,7 +40,7 @@ class FinetuneConfig:
     base: str = "qwen2.5-0.5b"  # a GGUF model pack (loaded de-quantized), a hub id, a local folder, or "tiny"
     seed: int = 0
     # data
-    qa_dir: Path | None = field(default_factory=lambda: _dev_data() / "qa")  # dialogue sets, used when present
+    qa_dir: Path | None = field(default_factory=lambda: dev_data_dir() / "qa")  # dialogue sets, used when present
     per_set: int = 40  # examples taken from each dialogue set
     dev_attractions: int = 2
     test_attractions: int = 3
@@ -417,7 +410,7 @@ def held_out_questions(split, data: dict[str, list[Example]], tour, *, limit: in
     attractions (varied questions, written by people), then generated ones on the test attractions."""
     from .evaluate import EvalQuestion
 
-    written = written_questions(tour, split.test) + written_questions(tour, split.dev)
+    written = written_questions(tour, split.test + split.dev)
     room = None if limit is None else max(0, limit - len(written))
     generated = []
     for e in _subsample(data["test"], room, seed):
@@ -445,7 +438,7 @@ def teacher_examples(guide, tour, llm, attractions, *, progress: bool = True) ->
 
     questions = [q for q in written_questions(tour, attractions) if not q.history and q.lang in DONT_KNOW]
     answerable = [q for q in questions if q.type != "unanswerable"]
-    rows = {r["id"]: r for r in _answer_eval(guide, tour.id, llm, answerable, progress)["rows"]} if answerable else {}
+    rows = {r["id"]: r for r in eval_with_llm(guide, tour.id, llm, answerable, progress)["rows"]} if answerable else {}
     out, kept, quoted = [], 0, 0
     for q in questions:
         prepared = prepare_prompt(guide, DialogueState(tour=tour.id), q.question, tour, example=False)
@@ -471,7 +464,7 @@ def teacher_examples(guide, tour, llm, attractions, *, progress: bool = True) ->
     return out, stats
 
 
-def _answer_eval(guide, tour_id: str, llm, questions, progress: bool) -> dict:
+def eval_with_llm(guide, tour_id: str, llm, questions, progress: bool) -> dict:
     """The eval harness with another LLM over the already loaded tours, indexes and embedder."""
     from .evaluate import evaluate_tour
     from .pipeline import Guide
@@ -502,11 +495,12 @@ def run_finetune(cfg: FinetuneConfig, *, gcfg: GuideConfig | None = None, resume
     tour = guide.tour(cfg.tour)
     split, data = build_dataset(guide, tour, seed=cfg.seed, qa_dir=cfg.qa_dir, per_set=cfg.per_set,
                                 dev_attractions=cfg.dev_attractions, test_attractions=cfg.test_attractions)
+    identity = None if cfg.base == "tiny" else base_identity(cfg.base, gcfg.cache_dir)  # tiny: made from the data
     teacher = None
-    if cfg.teacher and cfg.evaluate and cfg.base != "tiny":
+    if cfg.teacher and cfg.evaluate and identity is not None:
         # the base answers the written questions of the training attractions (see teacher_examples);
         # they all go in, the generated examples fill the rest of the budget
-        teacher = _serving_llm(base_identity(cfg.base, gcfg.cache_dir), gcfg, adapter=None)
+        teacher = _serving_llm(identity, gcfg, adapter=None)
         written, report_teacher = teacher_examples(guide, tour, teacher, split.train, progress=progress)
     else:
         written, report_teacher = [], None
@@ -522,11 +516,9 @@ def run_finetune(cfg: FinetuneConfig, *, gcfg: GuideConfig | None = None, resume
     print(f"Dataset ({run_dir / 'data'}):\n{stats}\n", flush=True)
 
     # 2. base model with LoRA
-    if cfg.base == "tiny":
+    if identity is None:
         texts = [m["content"] for rows in data.values() for e in rows for m in e.messages]
         identity = base_identity(str(tiny_base(run_dir / "tiny-base", texts, seed=cfg.seed)), gcfg.cache_dir)
-    else:
-        identity = base_identity(cfg.base, gcfg.cache_dir)
     t = time.perf_counter()
     tok, model = load_base(identity, device=device)
     log.info("base %s loaded in %.0f s", identity["name"], time.perf_counter() - t)
@@ -559,7 +551,7 @@ def run_finetune(cfg: FinetuneConfig, *, gcfg: GuideConfig | None = None, resume
             log.info("base answers reused from %s", saved)
         else:
             base_llm = teacher or _serving_llm(identity, gcfg, adapter=None)
-            report["before"]["answers"] = _answer_eval(guide, cfg.tour, base_llm, questions, progress)
+            report["before"]["answers"] = eval_with_llm(guide, cfg.tour, base_llm, questions, progress)
             del base_llm
             _atomic_write(saved, json.dumps({"key": key, "answers": report["before"]["answers"]}, ensure_ascii=False))
         log.info("base on the test split: %s", _summary_line(report["before"]["answers"]["summary"]))
@@ -598,7 +590,7 @@ def run_finetune(cfg: FinetuneConfig, *, gcfg: GuideConfig | None = None, resume
     (adapter_dir / "manifest.json").write_text(json.dumps(manifest, indent=1))
     if cfg.evaluate:
         tuned = _serving_llm(identity, gcfg, adapter=adapter_dir)
-        report["after"]["answers"] = _answer_eval(guide, cfg.tour, tuned, questions, progress)
+        report["after"]["answers"] = eval_with_llm(guide, cfg.tour, tuned, questions, progress)
         del tuned
         log.info("tuned on the test split: %s", _summary_line(report["after"]["answers"]["summary"]))
         for key in ("before", "after"):
