@@ -17,6 +17,7 @@ import json
 import logging
 import math
 import random
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,6 +47,8 @@ class FinetuneConfig:
     test_attractions: int = 3
     max_train_examples: int | None = None  # subsample (by kind, evenly) to fit a time budget
     teacher: bool = True  # the base's own right answers to the training attractions' written questions
+    distil: bool = True  # ... and to the generated questions, kept where right (else the composed answer)
+    max_refusal_share: float | None = None  # at most this share of training targets are "I don't know"
     max_length: int = 1280  # tokens; longer examples are dropped
     # LoRA and optimisation
     lora_r: int = 8
@@ -78,9 +81,9 @@ class FinetuneConfig:
 
 PRESETS: dict[str, dict] = {
     # the real run on a 2-core CPU, about 45 minutes all told (measured; see README)
-    "offline": {"max_train_examples": 160, "grad_accum": 2, "max_steps": 80, "lr": 2e-4, "eval_every": 20,
-                "max_dev_examples": 12, "time_budget_s": 1200, "max_test_questions": 72,
-                "max_test_loss_examples": 30},
+    "offline": {"max_train_examples": 160, "grad_accum": 2, "max_steps": 72, "lr": 2e-4, "eval_every": 24,
+                "max_dev_examples": 12, "time_budget_s": 1100, "max_test_questions": 72,
+                "max_test_loss_examples": 30, "max_refusal_share": 0.1},
     # a larger base where a GPU is available
     "gpu": {"base": "Qwen/Qwen2.5-1.5B-Instruct", "max_steps": 300, "grad_accum": 8, "per_set": 200,
             "max_dev_examples": 64, "eval_every": 25},
@@ -433,7 +436,7 @@ def teacher_examples(guide, tour, llm, attractions, *, progress: bool = True) ->
     that need an earlier turn are left out. The prompt is the one the tuned model is served with.
     """
     from .dialogue import DialogueState
-    from .ftdata import DONT_KNOW, reference_answer
+    from .ftdata import DONT_KNOW, cite, reference_answer
     from .pipeline import prepare_prompt
 
     questions = [q for q in written_questions(tour, attractions) if not q.history and q.lang in DONT_KNOW]
@@ -446,14 +449,18 @@ def teacher_examples(guide, tour, llm, attractions, *, progress: bool = True) ->
             target = DONT_KNOW[q.lang]
         else:
             r = rows[q.id]
-            if (r.get("fact_ok") and r.get("citation_ok") and r["answer_lang"] in (None, q.lang)
-                    and len(r["answer"]) <= 200):
+            quote = reference_answer(prepared.hits, q.lang, list(q.expect), max_chars=200)
+            right = (r.get("fact_ok") and r["answer_lang"] in (None, q.lang) and len(r["answer"]) <= 200
+                     and not r["answer"].startswith("["))
+            if right and r.get("citation_ok"):
                 target, kept = r["answer"], kept + 1
-            else:  # the base got it wrong: the shortest source sentence in the visitor's language stating it
-                target = reference_answer(prepared.hits, q.lang, list(q.expect), max_chars=200)
-                if target is None:
-                    continue
-                quoted += 1
+            elif right and quote and not re.search(r"\[\d+\]", r["answer"]):
+                # right but uncited: the source of the sentence that states it is added
+                target, kept = cite(r["answer"], int(re.findall(r"\[(\d+)\]", quote)[-1])), kept + 1
+            elif quote:  # the base got it wrong: the shortest source sentence in the visitor's language stating it
+                target, quoted = quote, quoted + 1
+            else:
+                continue
         out.append(Example(id=f"{tour.id}/written/{q.id}", source=f"eval:{tour.id}", kind="written", lang=q.lang,
                            attraction=q.attractions[0], messages=prepared.messages + [
                                {"role": "assistant", "content": target}], question=q.question,
@@ -461,6 +468,72 @@ def teacher_examples(guide, tour, llm, attractions, *, progress: bool = True) ->
     stats = {"questions": len(questions), "answerable": len(answerable), "base_answers": kept,
              "quoted": quoted, "unanswerable": len(questions) - len(answerable)}
     log.info("written questions of training attractions: %s", stats)
+    return out, stats
+
+
+def cap_refusals(written: list[Example], generated: list[Example], share: float | None,
+                 total: int | None) -> list[Example]:
+    """Generated "I don't know" examples dropped so refusals are at most `share` of the training set.
+
+    The base never refuses (refusal rate 0), so a few refusal targets already teach it; in runs 1-5
+    a fifth of the targets were refusals and the tuned model declined answerable questions too
+    (false refusals up to 0.14). The written unanswerable questions stay; generated ones go first.
+    """
+    if share is None:
+        return generated
+    size = total if total is not None else len(written) + len(generated)
+    room = max(0, int(share * size) - sum(e.kind == "unanswerable" for e in written))
+    out, kept = [], 0
+    for e in generated:
+        if e.kind == "unanswerable":
+            if kept >= room:
+                continue
+            kept += 1
+        out.append(e)
+    return out
+
+
+def distil(llm, rows: list[Example], tour, *, max_tokens: int = 96, progress: bool = True) -> tuple[list[Example], dict]:
+    """The base's own answer as the target of a generated example, where that answer is right.
+
+    Training on composed sentences alone moved the model away from how it answers everything else
+    (measured in runs 3-5: "Who had the Arc built?" answered with the architect, "since when is the
+    Louvre a museum?" with the year building began). Where the base, given the training prompt,
+    already answers with the expected fact in a sentence in the visitor's language, with no number
+    the prompt lacks and no refusal, its answer is the target (self-distillation); where not, the
+    composed answer stays. Measured (run 6): the base gets most facts right on these prompts but
+    cites no source, so an answer without a citation is kept with the source the composed answer
+    cites (the passage that states the fact) added; one with citations must cite that source. The
+    examples that change the model are then the ones where the base was wrong, plus citations.
+    """
+    from .answer import _numbers, is_refusal
+    from .evaluate import answer_language, contains_fact
+    from .ftdata import cite
+
+    out, stats = [], {"asked": 0, "kept": 0, "cited": 0}
+    for e in tqdm(rows, desc="base answers (distillation)", unit="example", disable=not progress):
+        target = e.messages[-1]["content"]
+        if not e.expect or e.source != f"tour:{tour.id}" or e.kind not in ("factual", "followup", "switch"):
+            out.append(e)
+            continue
+        stats["asked"] += 1
+        prompt = e.messages[:-1]
+        answer = " ".join("".join(llm.stream(prompt, max_tokens=max_tokens, temperature=0.0)).split())
+        n_sources = len(re.findall(r"^\[(\d+)\] ", prompt[-1]["content"], flags=re.M))
+        cited = {int(n) for n in re.findall(r"\[(\d+)\]", answer)}
+        wanted = {int(n) for n in re.findall(r"\[(\d+)\]", target)}
+        known = _numbers(" ".join(m["content"] for m in prompt))
+        right = (answer and len(answer) <= 200 and not answer.startswith("[") and not is_refusal(answer)
+                 and contains_fact(answer, tuple(e.expect)) and answer_language(answer, tour) == e.lang
+                 and _numbers(re.sub(r"\[\d+\]", " ", answer)) <= known and len(wanted) == 1)
+        if right and not cited:
+            answer, cited = cite(answer, next(iter(wanted))), wanted
+            stats["cited"] += 1
+        if right and wanted <= cited and all(1 <= n <= n_sources for n in cited):
+            stats["kept"] += 1
+            e = dataclasses.replace(e, messages=prompt + [{"role": "assistant", "content": answer}])
+        out.append(e)
+    log.info("generated examples answered by the base: %s", stats)
     return out, stats
 
 
@@ -505,7 +578,12 @@ def run_finetune(cfg: FinetuneConfig, *, gcfg: GuideConfig | None = None, resume
     else:
         written, report_teacher = [], None
     room = None if cfg.max_train_examples is None else max(0, cfg.max_train_examples - len(written))
-    data["train"] = written + _subsample(data["train"], room, cfg.seed)
+    generated = cap_refusals(written, data["train"], cfg.max_refusal_share, cfg.max_train_examples)
+    generated = _subsample(generated, room, cfg.seed)
+    if teacher is not None and cfg.distil:
+        generated, report_distil = distil(teacher, generated, tour, progress=progress)
+        report_teacher = {**(report_teacher or {}), "generated": report_distil}
+    data["train"] = written + generated
     random.Random(cfg.seed).shuffle(data["train"])
     for name, rows in data.items():
         save_jsonl(rows, run_dir / "data" / f"{name}.jsonl")

@@ -19,6 +19,8 @@ from guide.errors import ModelUnavailable  # noqa: E402
 from guide.finetune import (  # noqa: E402
     FinetuneConfig,
     add_lora,
+    cap_refusals,
+    distil,
     encode,
     held_out_questions,
     load_base,
@@ -122,6 +124,53 @@ def test_test_questions_keep_the_written_eval_set(paris, dataset):
     assert written and all(set(q.attractions) <= set(split.test) | set(split.dev) for q in questions)
     assert {a for q in written for a in q.attractions} & set(split.dev)
     assert all(set(q.attractions) <= set(split.test) for q in questions if "/" in q.id)
+
+
+class _Scripted:
+    """An LLM that answers each prompt with the scripted reply for its question (else a refusal)."""
+
+    name = "scripted"
+
+    def __init__(self, replies):
+        self.replies = replies
+
+    def stream(self, messages, *, max_tokens, temperature=0.0, stop=None):
+        question = next((q for q in self.replies if q in messages[-1]["content"]), None)
+        yield self.replies.get(question, "I don't know.")
+
+    def count_tokens(self, text):
+        return len(text.split())
+
+
+def test_distillation_keeps_only_the_bases_right_answers(paris, dataset):
+    guide, tour = paris
+    split, data = dataset
+    rows = [e for e in data["train"] if e.kind == "factual" and e.lang == "en"][:6]
+    assert len(rows) == 6
+    cite = {e.id: re.findall(r"\[\d+\]", e.messages[-1]["content"])[0] for e in rows}
+    right = f"Yes: {rows[0].expect[0]} is the answer {cite[rows[0].id]}."
+    replies = {
+        rows[0].question: right,  # kept
+        rows[1].question: f"The sources give {rows[1].expect[0]} for it.",  # kept, with the source added
+        rows[2].question: f"{rows[2].expect[0]} [9].",  # a source the prompt does not have
+        rows[3].question: f"Es war {rows[3].expect[0]}, ganz sicher und ohne Zweifel {cite[rows[3].id]}.",  # German
+        rows[4].question: f"It was 1234567 {cite[rows[4].id]}.",  # the wrong fact, a number no source has
+    }  # rows[5]: the base declines
+    out, stats = distil(_Scripted(replies), rows, tour, progress=False)
+    assert stats == {"asked": 6, "kept": 2, "cited": 1}
+    assert out[0].messages[-1]["content"] == right and out[0].messages[:-1] == rows[0].messages[:-1]
+    assert out[1].messages[-1]["content"] == f"The sources give {rows[1].expect[0]} for it {cite[rows[1].id]}."
+    assert [e.messages for e in out[2:]] == [e.messages for e in rows[2:]]  # the composed answers stay
+
+
+def test_refusal_share_is_capped_with_the_written_questions_kept(dataset):
+    split, data = dataset
+    generated = data["train"]
+    written = [e for e in generated if e.kind == "unanswerable"][:3]
+    capped = cap_refusals(written, generated, 0.1, 60)
+    assert sum(e.kind == "unanswerable" for e in capped) == 6 - 3
+    assert [e for e in capped if e.kind != "unanswerable"] == [e for e in generated if e.kind != "unanswerable"]
+    assert cap_refusals(written, generated, None, 60) == generated
 
 
 def _chat(q, a):
