@@ -145,7 +145,7 @@ def cmd_finetune(args) -> int:
     cfg = FinetuneConfig(**PRESETS[args.preset]).replace(
         tour=args.tour, base=args.base, max_steps=args.max_steps, time_budget_s=args.time_budget,
         max_train_examples=args.max_train_examples, max_test_questions=args.max_test_questions,
-        seed=args.seed, run_dir=args.run_dir)
+        seed=args.seed, run_dir=args.run_dir, lr=args.lr, max_refusal_share=args.refusal_share)
     if args.no_eval:
         cfg = cfg.replace(evaluate=False)
     if args.no_publish:
@@ -243,6 +243,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-steps", type=int)
     p.add_argument("--time-budget", type=float, help="seconds of training before stopping (best checkpoint kept)")
     p.add_argument("--max-train-examples", type=int)
+    p.add_argument("--lr", type=float, help="peak learning rate (default: the preset's)")
+    p.add_argument("--refusal-share", type=float, help="most of the training set that may be \"I don't know\" targets")
     p.add_argument("--max-test-questions", type=int)
     p.add_argument("--seed", type=int)
     p.add_argument("--qa-dir", type=Path, help="dialogue sets folder (default ../shared/data/dev/qa when present)")
