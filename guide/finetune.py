@@ -435,6 +435,7 @@ def teacher_examples(guide, tour, llm, attractions, *, progress: bool = True) ->
     visitor's language that states the fact, cited. Unanswerable ones get "I don't know". Questions
     that need an earlier turn are left out. The prompt is the one the tuned model is served with.
     """
+    from .answer import _CITATION
     from .dialogue import DialogueState
     from .ftdata import DONT_KNOW, cite, reference_answer
     from .pipeline import prepare_prompt
@@ -454,9 +455,9 @@ def teacher_examples(guide, tour, llm, attractions, *, progress: bool = True) ->
                      and not r["answer"].startswith("["))
             if right and r.get("citation_ok"):
                 target, kept = r["answer"], kept + 1
-            elif right and quote and not re.search(r"\[\d+\]", r["answer"]):
+            elif right and quote and not _CITATION.search(r["answer"]):
                 # right but uncited: the source of the sentence that states it is added
-                target, kept = cite(r["answer"], int(re.findall(r"\[(\d+)\]", quote)[-1])), kept + 1
+                target, kept = cite(r["answer"], int(_CITATION.findall(quote)[-1])), kept + 1
             elif quote:  # the base got it wrong: the shortest source sentence in the visitor's language stating it
                 target, quoted = quote, quoted + 1
             else:
@@ -506,7 +507,7 @@ def distil(llm, rows: list[Example], tour, *, max_tokens: int = 96, progress: bo
     cites (the passage that states the fact) added; one with citations must cite that source. The
     examples that change the model are then the ones where the base was wrong, plus citations.
     """
-    from .answer import _numbers, is_refusal
+    from .answer import _CITATION, _numbers, is_refusal
     from .evaluate import answer_language, contains_fact
     from .ftdata import cite
 
@@ -520,12 +521,12 @@ def distil(llm, rows: list[Example], tour, *, max_tokens: int = 96, progress: bo
         prompt = e.messages[:-1]
         answer = " ".join("".join(llm.stream(prompt, max_tokens=max_tokens, temperature=0.0)).split())
         n_sources = len(re.findall(r"^\[(\d+)\] ", prompt[-1]["content"], flags=re.M))
-        cited = {int(n) for n in re.findall(r"\[(\d+)\]", answer)}
-        wanted = {int(n) for n in re.findall(r"\[(\d+)\]", target)}
+        cited = {int(n) for n in _CITATION.findall(answer)}
+        wanted = {int(n) for n in _CITATION.findall(target)}
         known = _numbers(" ".join(m["content"] for m in prompt))
         right = (answer and len(answer) <= 200 and not answer.startswith("[") and not is_refusal(answer)
                  and contains_fact(answer, tuple(e.expect)) and answer_language(answer, tour) == e.lang
-                 and _numbers(re.sub(r"\[\d+\]", " ", answer)) <= known and len(wanted) == 1)
+                 and _numbers(_CITATION.sub(" ", answer)) <= known and len(wanted) == 1)
         if right and not cited:
             answer, cited = cite(answer, next(iter(wanted))), wanted
             stats["cited"] += 1
