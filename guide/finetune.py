@@ -398,14 +398,15 @@ def _guide_for_data(gcfg: GuideConfig, tour_id: str):
     return Guide.load(gcfg, tours=[tour_id], llm=ExtractiveLLM(), progress=False)
 
 
-def written_questions(tour, attractions) -> list:
-    """The tour's written eval questions (eval.yaml) about the given attractions only."""
+def written_questions(tour, attractions, file: str = "eval.yaml") -> list:
+    """The tour's written questions about the given attractions only: the eval set (eval.yaml), or
+    the questions written for training alone (train.yaml, never used to evaluate)."""
     from .evaluate import load_eval_set
 
-    eval_file = tour.folder / "eval.yaml"
-    if not eval_file.is_file():
+    path = tour.folder / file
+    if not path.is_file():
         return []
-    return [q for q in load_eval_set(eval_file) if q.attractions and set(q.attractions) <= set(attractions)]
+    return [q for q in load_eval_set(path) if q.attractions and set(q.attractions) <= set(attractions)]
 
 
 def held_out_questions(split, data: dict[str, list[Example]], tour, *, limit: int | None = None, seed: int = 0) -> list:
@@ -424,8 +425,9 @@ def held_out_questions(split, data: dict[str, list[Example]], tour, *, limit: in
     return (written + generated)[:limit]
 
 
-def teacher_examples(guide, tour, llm, attractions, *, progress: bool = True) -> tuple[list[Example], dict]:
-    """The base's own answers to the written eval questions of training attractions, where they are right.
+def teacher_examples(guide, tour, llm, attractions, *, progress: bool = True,
+                     cache: Path | None = None, model_key: str = "") -> tuple[list[Example], dict]:
+    """The base's own answers to the written questions of training attractions, where they are right.
 
     Training only on the three generated fact kinds taught the model that every other question is
     one to decline (measured: false refusals 0.20 on the full eval set). These examples keep the
@@ -434,18 +436,46 @@ def teacher_examples(guide, tour, llm, attractions, *, progress: bool = True) ->
     citation (self-distillation); where the base is wrong, the shortest source sentence in the
     visitor's language that states the fact, cited. Unanswerable ones get "I don't know". Questions
     that need an earlier turn are left out. The prompt is the one the tuned model is served with.
+
+    The questions are the eval set's (eval.yaml) and the ones written for training alone (train.yaml:
+    about ten per attraction, of every kind a visitor asks — counts, what a building was, who is
+    buried, whose statue — in every tour language). The eval set's 50 were too few: the tuned model
+    declined or misanswered the kinds it had not seen ("How many steps to the dome?").
+    The base's answers are kept in `cache` when given (keyed by `model_key` — the base's sha256 —,
+    the questions and their prompts).
     """
     from .answer import _CITATION
     from .dialogue import DialogueState
     from .ftdata import DONT_KNOW, cite, reference_answer
     from .pipeline import prepare_prompt
 
-    questions = [q for q in written_questions(tour, attractions) if not q.history and q.lang in DONT_KNOW]
+    sources = {}
+    for file, source in (("eval.yaml", f"eval:{tour.id}"), ("train.yaml", f"train:{tour.id}")):
+        for q in written_questions(tour, attractions, file):
+            if not q.history and q.lang in DONT_KNOW:
+                sources.setdefault(q.id, (q, source))
+    questions = [q for q, _ in sources.values()]
+    prompts = {q.id: prepare_prompt(guide, DialogueState(tour=tour.id), q.question, tour, example=False)
+               for q in questions}
+    # a question that names no attraction the guide recognises is searched over the whole tour, and
+    # may retrieve passages of held-out attractions: those examples are left out (no leak)
+    leaky = {i for i, p in prompts.items() if any(h.passage.attraction not in attractions for h in p.hits)}
+    questions = [q for q in questions if q.id not in leaky]
     answerable = [q for q in questions if q.type != "unanswerable"]
-    rows = {r["id"]: r for r in eval_with_llm(guide, tour.id, llm, answerable, progress)["rows"]} if answerable else {}
+    key = hashlib.sha256(json.dumps([model_key, [
+        [q.id, q.question, list(q.expect), prompts[q.id].messages] for q in answerable]], default=str)
+        .encode()).hexdigest()
+    cached = json.loads(cache.read_text()) if cache is not None and model_key and cache.is_file() else {}
+    if cached.get("key") == key:
+        rows = cached["rows"]
+        log.info("the base's answers to the written training questions reused from %s", cache)
+    else:
+        rows = {r["id"]: r for r in eval_with_llm(guide, tour.id, llm, answerable, progress)["rows"]} if answerable else {}
+        if cache is not None and model_key:
+            _atomic_write(cache, json.dumps({"key": key, "rows": rows}, ensure_ascii=False))
     out, kept, quoted = [], 0, 0
     for q in questions:
-        prepared = prepare_prompt(guide, DialogueState(tour=tour.id), q.question, tour, example=False)
+        prepared = prompts[q.id]
         if q.type == "unanswerable":
             target = DONT_KNOW[q.lang]
         else:
@@ -462,12 +492,14 @@ def teacher_examples(guide, tour, llm, attractions, *, progress: bool = True) ->
                 target, quoted = quote, quoted + 1
             else:
                 continue
-        out.append(Example(id=f"{tour.id}/written/{q.id}", source=f"eval:{tour.id}", kind="written", lang=q.lang,
+        out.append(Example(id=f"{tour.id}/written/{q.id}", source=sources[q.id][1], kind="written", lang=q.lang,
                            attraction=q.attractions[0], messages=prepared.messages + [
                                {"role": "assistant", "content": target}], question=q.question,
                            expect=list(q.expect)))
     stats = {"questions": len(questions), "answerable": len(answerable), "base_answers": kept,
-             "quoted": quoted, "unanswerable": len(questions) - len(answerable)}
+             "quoted": quoted, "unanswerable": len(questions) - len(answerable),
+             "from_train_yaml": sum(sources[q.id][1] == f"train:{tour.id}" for q in questions),
+             "left_out_held_out_sources": len(leaky)}
     log.info("written questions of training attractions: %s", stats)
     return out, stats
 
@@ -575,7 +607,8 @@ def run_finetune(cfg: FinetuneConfig, *, gcfg: GuideConfig | None = None, resume
         # the base answers the written questions of the training attractions (see teacher_examples);
         # they all go in, the generated examples fill the rest of the budget
         teacher = _serving_llm(identity, gcfg, adapter=None)
-        written, report_teacher = teacher_examples(guide, tour, teacher, split.train, progress=progress)
+        written, report_teacher = teacher_examples(guide, tour, teacher, split.train, progress=progress,
+                                                   cache=run_dir / "teacher.json", model_key=identity["sha256"])
     else:
         written, report_teacher = [], None
     room = None if cfg.max_train_examples is None else max(0, cfg.max_train_examples - len(written))

@@ -173,6 +173,50 @@ def test_refusal_share_is_capped_with_the_written_questions_kept(dataset):
     assert cap_refusals(written, generated, None, 60) == generated
 
 
+def test_training_questions_are_answerable_in_their_own_language_and_not_the_eval_set(paris):
+    from guide.evaluate import load_eval_set
+    from guide.lang import fold
+
+    guide, tour = paris
+    questions = load_eval_set(tour.folder / "train.yaml")
+    evaluated = {fold(q.question) for q in load_eval_set(tour.folder / "eval.yaml")}
+    assert len(questions) >= 100 and len({q.id for q in questions}) == len(questions)
+    assert {q.lang for q in questions} == set(tour.languages)
+    for q in questions:
+        assert q.type == "factual" and not q.history and len(q.attractions) == 1, q.id
+        a = tour.attraction(q.attractions[0])
+        text = fold(a.descriptions[q.lang])
+        assert any(fold(e) in text for e in q.expect), f"{q.id}: {q.expect} not in the {q.lang} description"
+        assert fold(q.question) not in evaluated, q.id
+    asked = {}
+    for q in questions:
+        asked.setdefault(q.attractions[0], set()).add(q.lang)
+    assert len(asked) >= 10 and all(len(langs) >= 4 for langs in asked.values())
+
+
+def test_teacher_uses_the_training_questions_of_training_attractions_only_and_caches_answers(paris, tmp_path):
+    from guide.finetune import teacher_examples
+
+    guide, tour = paris
+    split = split_attractions(tour, seed=0)
+    cache = tmp_path / "teacher.json"
+    rows, stats = teacher_examples(guide, tour, guide.llm, split.train, progress=False, cache=cache, model_key="x")
+    assert stats["from_train_yaml"] >= 80 and any(e.source == "train:paris" for e in rows)
+    assert {e.attraction for e in rows} <= set(split.train)
+    held_out = [n for aid in split.test + split.dev for n in tour.attraction(aid).all_names() if len(n) > 3]
+    for e in rows:  # no text of a held-out attraction reaches these prompts
+        text = " ".join(m["content"] for m in e.messages)
+        assert not [n for n in held_out if n in text], e.id
+        assert e.messages[-1]["content"], e.id
+
+    class Refuses:  # the cached answers are used: the model is not asked again
+        def stream(self, *args, **kwargs):
+            raise AssertionError("asked again")
+
+    again, _ = teacher_examples(guide, tour, Refuses(), split.train, progress=False, cache=cache, model_key="x")
+    assert [e.messages for e in again] == [e.messages for e in rows]
+
+
 def _chat(q, a):
     return [{"role": "system", "content": "You are a guide."}, {"role": "user", "content": q},
             {"role": "assistant", "content": a}]
