@@ -148,6 +148,8 @@ def cmd_finetune(args) -> int:
         seed=args.seed, run_dir=args.run_dir, lr=args.lr, max_refusal_share=args.refusal_share)
     if args.no_eval:
         cfg = cfg.replace(evaluate=False)
+    if args.no_teacher_quotes:
+        cfg = cfg.replace(teacher_quotes=False)
     if args.no_publish:
         cfg = cfg.replace(publish=False)
     if args.qa_dir is not None:
@@ -244,6 +246,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--time-budget", type=float, help="seconds of training before stopping (best checkpoint kept)")
     p.add_argument("--max-train-examples", type=int)
     p.add_argument("--lr", type=float, help="peak learning rate (default: the preset's)")
+    p.add_argument("--no-teacher-quotes", action="store_true",
+                   help="leave out written questions the base gets wrong (instead of quoting the source sentence)")
     p.add_argument("--refusal-share", type=float, help="most of the training set that may be \"I don't know\" targets")
     p.add_argument("--max-test-questions", type=int)
     p.add_argument("--seed", type=int)

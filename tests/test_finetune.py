@@ -215,6 +215,10 @@ def test_teacher_uses_the_training_questions_of_training_attractions_only_and_ca
 
     again, _ = teacher_examples(guide, tour, Refuses(), split.train, progress=False, cache=cache, model_key="x")
     assert [e.messages for e in again] == [e.messages for e in rows]
+    # without quotes, a question the base got wrong is left out rather than answered by a source sentence
+    own, own_stats = teacher_examples(guide, tour, Refuses(), split.train, progress=False, cache=cache,
+                                      model_key="x", quotes=False)
+    assert own_stats["quoted"] == 0 and len(own) == len(rows) - stats["quoted"]
 
 
 def _chat(q, a):
