@@ -465,17 +465,15 @@ def teacher_examples(guide, tour, llm, attractions, *, progress: bool = True,
     leaky = {i for i, p in prompts.items() if any(h.passage.attraction not in attractions for h in p.hits)}
     questions = [q for q in questions if q.id not in leaky]
     answerable = [q for q in questions if q.type != "unanswerable"]
-    key = hashlib.sha256(json.dumps([model_key, [
-        [q.id, q.question, list(q.expect), prompts[q.id].messages] for q in answerable]], default=str)
-        .encode()).hexdigest()
-    cached = json.loads(cache.read_text()) if cache is not None and model_key and cache.is_file() else {}
-    if cached.get("key") == key:
-        rows = cached["rows"]
-        log.info("the base's answers to the written training questions reused from %s", cache)
+
+    def answer():
+        return {r["id"]: r for r in eval_with_llm(guide, tour.id, llm, answerable, progress)["rows"]} if answerable else {}
+
+    if cache is not None and model_key:
+        key = [model_key, [[q.id, q.question, list(q.expect), prompts[q.id].messages] for q in answerable]]
+        rows = _cached_json(cache, key, "rows", answer)
     else:
-        rows = {r["id"]: r for r in eval_with_llm(guide, tour.id, llm, answerable, progress)["rows"]} if answerable else {}
-        if cache is not None and model_key:
-            _atomic_write(cache, json.dumps({"key": key, "rows": rows}, ensure_ascii=False))
+        rows = answer()
     out, kept, quoted = [], 0, 0
     for q in questions:
         prepared = prompts[q.id]
@@ -658,18 +656,9 @@ def run_finetune(cfg: FinetuneConfig, *, gcfg: GuideConfig | None = None, resume
         # the base's answers depend only on the base, the questions and the data: kept in the run
         # folder, so a resumed run (or a run started in a folder holding them) does not redo them
         held_out = data_hash({"dev": data["dev"], "test": data["test"]})  # not the training examples
-        key = hashlib.sha256(json.dumps([identity["sha256"], held_out, [[q.id, q.question] for q in questions]])
-                             .encode()).hexdigest()
-        saved = run_dir / "before.json"
-        cached = json.loads(saved.read_text()) if saved.is_file() else {}
-        if cached.get("key") == key:
-            report["before"]["answers"] = cached["answers"]
-            log.info("base answers reused from %s", saved)
-        else:
-            base_llm = teacher or _serving_llm(identity, gcfg, adapter=None)
-            report["before"]["answers"] = eval_with_llm(guide, cfg.tour, base_llm, questions, progress)
-            del base_llm
-            _atomic_write(saved, json.dumps({"key": key, "answers": report["before"]["answers"]}, ensure_ascii=False))
+        key = [identity["sha256"], held_out, [[q.id, q.question] for q in questions]]
+        report["before"]["answers"] = _cached_json(run_dir / "before.json", key, "answers", lambda: eval_with_llm(
+            guide, cfg.tour, teacher or _serving_llm(identity, gcfg, adapter=None), questions, progress))
         log.info("base on the test split: %s", _summary_line(report["before"]["answers"]["summary"]))
 
     teacher = None  # free the llama.cpp base before training
@@ -729,6 +718,18 @@ def run_finetune(cfg: FinetuneConfig, *, gcfg: GuideConfig | None = None, resume
 def _summary_line(summary: dict) -> str:
     keys = ("fact_accuracy", "followup_accuracy", "language_match", "refusals", "false_refusals", "citation_validity")
     return ", ".join(f"{k} {summary.get(k)}" for k in keys)
+
+
+def _cached_json(path: Path, key, field: str, compute):
+    """`compute()`, kept in `path` under `field` with a hash of `key`, and reused while the key holds."""
+    digest = hashlib.sha256(json.dumps(key).encode()).hexdigest()
+    cached = json.loads(path.read_text()) if path.is_file() else {}
+    if cached.get("key") == digest:
+        log.info("%s reused from %s", field, path)
+        return cached[field]
+    value = compute()
+    _atomic_write(path, json.dumps({"key": digest, field: value}, ensure_ascii=False))
+    return value
 
 
 def _atomic_write(path: Path, text: str) -> None:
