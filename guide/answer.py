@@ -371,11 +371,18 @@ def is_dump(answer: str) -> bool:
 
 
 def is_echo(answer: str, question: str) -> bool:
-    """Whether the answer only repeats (part of) the question: nothing in it that the question lacks."""
+    """Whether the answer only repeats (part of) the question: nothing in it that the question lacks.
+
+    A number the question does not hold is an answer however much of the question is restated
+    around it ("How tall is the Eiffel Tower?" -> "The Eiffel Tower is 330 m tall"): counted as an
+    echo, such answers were asked again and often lost (measured on the held-out written questions).
+    """
     words = [t for t in tokenize(_CITATION.sub(" ", answer)) if len(t) > 1 or not t.isascii()]
     if not words:
         return True
     asked = set(tokenize(question))
+    if any(ch.isdigit() for t in words if t not in asked for ch in t):
+        return False
     return sum(t in asked for t in words) / len(words) >= 0.8
 
 # Optionally asked before answering, sharing the answer prompt's cached prefix (~0.2 s on a CPU).

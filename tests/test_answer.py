@@ -215,6 +215,21 @@ def test_echo_detection(answer, echo):
     assert is_echo(answer, question) is echo
 
 
+@pytest.mark.parametrize("question, answer", [  # answers the echo check used to send back
+    ("How tall is the Eiffel Tower?", "The Eiffel Tower is 330 m tall [3]."),
+    ("¿Qué altura tiene la cúpula de la basílica del Sagrado Corazón?",
+     "La cúpula de la basílica del Sagrado Corazón tiene una altura de 83 m [1]."),
+    ("荣军院的圆顶有多高？", "荣军院的圆顶高107米[1]。"),
+    ("凱旋門の屋上テラスまでは何段の階段がありますか？", "屋上テラスまでは284段です[1]。"),
+])
+def test_a_new_number_is_an_answer_not_an_echo(question, answer):
+    from guide.answer import is_echo
+
+    assert not is_echo(answer, question)
+    # the same sentence with the number the question already holds is still an echo
+    assert is_echo("Ist der Turm 330 Meter hoch? [1]", "Ist der Turm 330 Meter hoch?")
+
+
 def test_pasted_sources_become_the_best_quoted_sentence(hits):
     _, answer = run(ScriptedLLM("[1] Eiffelturm: Der Turm ist 330 Meter hoch. [2] Eiffelturm: Erbaut: 1887"), hits)
     assert answer.text == "Der Turm ist 330 Meter hoch. [1]" and answer.citations == [1]
