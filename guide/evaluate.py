@@ -86,13 +86,32 @@ _KANA = re.compile(r"[\u3040-\u30ff]")
 _HAN = re.compile(r"[\u4e00-\u9fff]")
 
 
+# two or more capitalised words in a row: "Pierre Lescot", "Louis Le Vau", "I. M. Pei"
+_PROPER_NAME = re.compile(r"[A-ZÀ-Þ][\w'’.-]*(?:\s+[A-ZÀ-Þ][\w'’.-]*)+")
+_FACT_NAMES: dict[tuple[str, str], list[str]] = {}
+
+
+def fact_names(tour) -> list[str]:
+    """The people and places named in the tour's facts (architects, patrons...), longest first."""
+    key = (tour.id, tour.content_hash)
+    if key not in _FACT_NAMES:
+        found = {m.group() for a in tour.attractions for v in a.facts.values() if isinstance(v, str)
+                 for m in _PROPER_NAME.finditer(v)}
+        _FACT_NAMES[key] = sorted(found, key=len, reverse=True)
+    return _FACT_NAMES[key]
+
+
 def answer_language(answer: str, tour) -> str | None:
     """The language an answer is written in, or None when it is language-neutral.
 
-    Attraction names, citations and numbers say nothing about the language; an answer that is only
-    those ("Charles Garnier [3].", "1578 [1].") reads the same in every language.
+    Attraction names, the names of people in the tour's facts, citations and numbers say nothing
+    about the language; an answer that is only those ("Charles Garnier [3].", "1578 [1].") reads the
+    same in every language.
     """
-    text = re.sub(r"\[\d+\]|\d+", " ", strip_names(answer, tour))
+    text = strip_names(answer, tour)
+    for name in fact_names(tour):
+        text = text.replace(name, " ")
+    text = re.sub(r"\[\d+\]|\d+", " ", text)
     if _HAN.search(text) and not _KANA.search(text) and len(_HAN.findall(text)) < 6:
         return None  # a few Chinese characters alone ("59階") read as Chinese or Japanese
     letters = sum(ch.isalpha() for ch in text)
@@ -149,6 +168,18 @@ def evaluate_tour(guide: Guide, tour_id: str, *, questions: list[EvalQuestion] |
             "by_language": {lang: summarize([r for r in rows if r["lang"] == lang])
                             for lang in sorted({r["lang"] for r in rows})},
             "rows": rows}
+
+
+def rescore_languages(result: dict, tour) -> dict:
+    """A stored evaluation (`evaluate_tour`'s result) scored for language again with the current
+    rules; the answers are unchanged. Cached answers (the fine-tuning run's) are reused this way."""
+    for r in result["rows"]:
+        r["answer_lang"] = answer_language(r["answer"], tour)
+        r["lang_ok"] = r["answer_lang"] in (None, r["lang"])
+    result["summary"] = summarize(result["rows"])
+    result["by_language"] = {lang: summarize([r for r in result["rows"] if r["lang"] == lang])
+                             for lang in sorted({r["lang"] for r in result["rows"]})}
+    return result
 
 
 def _mean(values) -> float | None:

@@ -92,3 +92,19 @@ def test_project_tours_are_valid_and_multilingual():
     for a in paris.attractions:
         assert set(paris.languages) <= set(a.descriptions)
         assert a.facts.get("coordinates"), a.id
+
+
+@pytest.mark.parametrize("answer, lang", [
+    ("Pierre Lescot [1].", None),  # a name from the facts reads the same in every language
+    ("Libéral Bruant [3].", None),
+    ("Jean-François Chalgrin [1].", None),
+    ("Paul Abadie (design, won the 1874 competition).", "en"),  # English words around the name
+    ("Le Louvre est un musée public depuis 1793 [2].", "fr"),
+    ("Der Bogen wurde von Jean-François Chalgrin entworfen [1].", "de"),
+])
+def test_answer_language_ignores_the_names_in_the_facts(answer, lang):
+    from guide.evaluate import answer_language, fact_names
+
+    paris = load_tour(ROOT / "tours" / "paris")
+    assert {"Pierre Lescot", "Louis Le Vau", "I. M. Pei", "Charles Garnier"} <= set(fact_names(paris))
+    assert answer_language(answer, paris) == lang
