@@ -73,6 +73,7 @@ class FinetuneConfig:
     max_test_questions: int | None = None  # the written eval set's questions first, then generated ones
     max_test_loss_examples: int | None = None
     publish: bool = True  # publish the adapter when it beats the base
+    served_check: bool = True  # also ask the held-out written questions of the guide as served (guards on)
     compare_prompts: int = 4  # test prompts answered by both backends (transformers, llama.cpp), greedy
     run_dir: Path | None = None
 
@@ -81,10 +82,10 @@ class FinetuneConfig:
 
 
 PRESETS: dict[str, dict] = {
-    # the real run on a 2-core CPU (run 9 of the README: 37 minutes with the base's answers cached in
-    # the run folder, about 51 from nothing)
-    "offline": {"max_train_examples": 192, "grad_accum": 2, "max_steps": 80, "lr": 2e-4, "eval_every": 20,
-                "max_dev_examples": 12, "time_budget_s": 1200, "max_test_questions": 72,
+    # the real run on a 2-core CPU (run 11 of the README: 100 steps; run 10's were enough to beat the
+    # base, 80 were not)
+    "offline": {"max_train_examples": 192, "grad_accum": 2, "max_steps": 100, "lr": 2e-4, "eval_every": 20,
+                "max_dev_examples": 12, "time_budget_s": 1600, "max_test_questions": 72,
                 "max_test_loss_examples": 30, "max_refusal_share": 0.1, "teacher_quotes": False},
     # a larger base where a GPU is available
     "gpu": {"base": "Qwen/Qwen2.5-1.5B-Instruct", "max_steps": 300, "grad_accum": 8, "per_set": 200,
@@ -449,6 +450,7 @@ def teacher_examples(guide, tour, llm, attractions, *, progress: bool = True,
     """
     from .answer import _CITATION
     from .dialogue import DialogueState
+    from .evaluate import answer_language
     from .ftdata import DONT_KNOW, cite, reference_answer
     from .pipeline import prepare_prompt
 
@@ -472,6 +474,8 @@ def teacher_examples(guide, tour, llm, attractions, *, progress: bool = True,
     if cache is not None and model_key:
         key = [model_key, [[q.id, q.question, list(q.expect), prompts[q.id].messages] for q in answerable]]
         rows = _cached_json(cache, key, "rows", answer)
+        for r in rows.values():  # cached answers are scored with today's language rules
+            r["answer_lang"] = answer_language(r["answer"], tour)
     else:
         rows = answer()
     out, kept, quoted = [], 0, 0
@@ -571,13 +575,41 @@ def distil(llm, rows: list[Example], tour, *, max_tokens: int = 96, progress: bo
     return out, stats
 
 
-def eval_with_llm(guide, tour_id: str, llm, questions, progress: bool) -> dict:
-    """The eval harness with another LLM over the already loaded tours, indexes and embedder."""
+def eval_with_llm(guide, tour_id: str, llm, questions, progress: bool, guards: bool | None = None) -> dict:
+    """The eval harness with another LLM over the already loaded tours, indexes and embedder
+    (`guards`: the answer guards on or off; None keeps the guide's setting)."""
     from .evaluate import evaluate_tour
     from .pipeline import Guide
 
-    with_llm = Guide(guide.config, guide.tours, guide.indexes, guide.embedder, llm, guide.problems)
+    config = guide.config if guards is None else guide.config.replace(answer_guards=guards)
+    with_llm = Guide(config, guide.tours, guide.indexes, guide.embedder, llm, guide.problems)
     return evaluate_tour(with_llm, tour_id, questions=questions, progress=progress)
+
+
+def serving_code_hash() -> str:
+    """sha256 of the guide's serving code (all of guide/ but the fine-tuning modules): what decides
+    how the guide answers, guards included, for a given model."""
+    h = hashlib.sha256()
+    for path in sorted(Path(__file__).parent.glob("*.py")):
+        if path.name not in ("finetune.py", "ftdata.py", "cli.py"):
+            h.update(path.name.encode() + path.read_bytes())
+    return h.hexdigest()
+
+
+def served_check(guide, tour, attractions, tuned, base, *, cache: Path, model_key: str, progress: bool) -> dict:
+    """The written eval questions of the held-out attractions answered by the guide as a visitor gets
+    it — guards on (concept check, echo retry, invented-number withdrawal) — with the base and with
+    the tuned model. The fine-tuning report scores the model alone (guards off); before this check
+    was part of the gate, run 10 passed that gate and was served worse than the base (0.72 vs 0.80).
+    `base` is a callable returning the base LLM; its answers are kept in `cache`."""
+    questions = written_questions(tour, attractions)
+    key = [model_key, serving_code_hash(), tour.content_hash, [[q.id, q.question] for q in questions]]
+    before = _cached_json(cache, key, "answers", lambda: eval_with_llm(guide, tour.id, base(), questions,
+                                                                         progress, guards=True))
+    after = eval_with_llm(guide, tour.id, tuned, questions, progress, guards=True)
+    log.info("served, base: %s", _summary_line(before["summary"]))
+    log.info("served, tuned: %s", _summary_line(after["summary"]))
+    return {"questions": len(questions), "before": before, "after": after}
 
 
 def run_finetune(cfg: FinetuneConfig, *, gcfg: GuideConfig | None = None, resume: Path | None = None,
@@ -586,7 +618,7 @@ def run_finetune(cfg: FinetuneConfig, *, gcfg: GuideConfig | None = None, resume
     import torch
 
     from .adapters import export_gguf_lora, publish
-    from .evaluate import machine_description
+    from .evaluate import machine_description, rescore_languages
 
     gcfg = (gcfg or load_config()).replace(answer_guards=False, adapter="none")
     run_dir = Path(resume or cfg.run_dir or ROOT / "runs" / f"finetune-{cfg.tour}-{time.strftime('%Y%m%d-%H%M%S')}")
@@ -657,8 +689,10 @@ def run_finetune(cfg: FinetuneConfig, *, gcfg: GuideConfig | None = None, resume
         # folder, so a resumed run (or a run started in a folder holding them) does not redo them
         held_out = data_hash({"dev": data["dev"], "test": data["test"]})  # not the training examples
         key = [identity["sha256"], held_out, [[q.id, q.question] for q in questions]]
-        report["before"]["answers"] = _cached_json(run_dir / "before.json", key, "answers", lambda: eval_with_llm(
-            guide, cfg.tour, teacher or _serving_llm(identity, gcfg, adapter=None), questions, progress))
+        report["before"]["answers"] = rescore_languages(_cached_json(
+            run_dir / "before.json", key, "answers",
+            lambda: eval_with_llm(guide, cfg.tour, teacher or _serving_llm(identity, gcfg, adapter=None),
+                                  questions, progress)), tour)
         log.info("base on the test split: %s", _summary_line(report["before"]["answers"]["summary"]))
 
     teacher = None  # free the llama.cpp base before training
@@ -696,8 +730,13 @@ def run_finetune(cfg: FinetuneConfig, *, gcfg: GuideConfig | None = None, resume
     if cfg.evaluate:
         tuned = _serving_llm(identity, gcfg, adapter=adapter_dir)
         report["after"]["answers"] = eval_with_llm(guide, cfg.tour, tuned, questions, progress)
-        del tuned
         log.info("tuned on the test split: %s", _summary_line(report["after"]["answers"]["summary"]))
+        if cfg.served_check:
+            report["served"] = served_check(guide, tour, split.test + split.dev, tuned,
+                                            lambda: _serving_llm(identity, gcfg, adapter=None),
+                                            cache=run_dir / "served-before.json", model_key=identity["sha256"],
+                                            progress=progress)
+        del tuned
         for key in ("before", "after"):
             manifest["metrics"][key] = report[key]["answers"]["summary"]
         (adapter_dir / "manifest.json").write_text(json.dumps(manifest, indent=1))
@@ -810,7 +849,8 @@ def format_comparison(rows: list[dict]) -> str:
 
 
 def verdict(report: dict) -> dict:
-    """Whether the tuned model beats the base: facts and language up (or equal), refusals not down."""
+    """Whether the tuned model beats the base: facts and language up (or equal), refusals not down;
+    and, where the served check ran, the guide as served not worse on facts, language or refusals."""
     if "answers" not in report.get("after", {}):
         better = report["after"]["test_loss"] < report["before"]["test_loss"]
         return {"better": better, "why": "test loss only (no answer evaluation)"}
@@ -822,8 +862,13 @@ def verdict(report: dict) -> dict:
     lang = (a["language_match"] or 0) >= (b["language_match"] or 0)
     refuse = (a["refusals"] or 0) >= (b["refusals"] or 0)
     gained = (a["fact_accuracy"] or 0) > (b["fact_accuracy"] or 0) or (a["language_match"] or 0) > (b["language_match"] or 0)
-    return {"better": facts and lang and refuse and gained, "facts": facts, "written_facts": written,
-            "language": lang, "refusals": refuse}
+    out = {"better": facts and lang and refuse and gained, "facts": facts, "written_facts": written,
+           "language": lang, "refusals": refuse}
+    if report.get("served"):
+        sb, sa = report["served"]["before"]["summary"], report["served"]["after"]["summary"]
+        out["served"] = all((sa[k] or 0) >= (sb[k] or 0) for k in ("fact_accuracy", "language_match", "refusals"))
+        out["better"] = out["better"] and out["served"]
+    return out
 
 
 def written_summary(answers: dict) -> dict:
@@ -861,6 +906,11 @@ def format_report(report: dict) -> str:
         for side in ("before", "after"):
             w = written_summary(report[side]["answers"])
             lines.append(f"| {side}, written questions only ({w['questions']}) | – | – | " + " | ".join(
+                "–" if w.get(c) is None else f"{w[c]:.2f}" for c in _COLS[2:]) + " |")
+    if report.get("served"):
+        for side in ("before", "after"):
+            w = report["served"][side]["summary"]
+            lines.append(f"| {side}, served with guards on, written questions ({w['questions']}) | – | – | " + " | ".join(
                 "–" if w.get(c) is None else f"{w[c]:.2f}" for c in _COLS[2:]) + " |")
     lines += ["", f"Verdict: {report['verdict']}", ""]
     if report.get("backends"):

@@ -221,6 +221,39 @@ def test_teacher_uses_the_training_questions_of_training_attractions_only_and_ca
     assert own_stats["quoted"] == 0 and len(own) == len(rows) - stats["quoted"]
 
 
+def test_served_check_scores_the_guarded_guide_and_gates_publishing(paris, tmp_path):
+    from guide.finetune import served_check, verdict, written_questions
+
+    guide, tour = paris
+    split = split_attractions(tour, seed=0)
+    questions = [q for q in written_questions(tour, split.test + split.dev) if q.type != "unanswerable"]
+    assert len(questions) >= 10
+    base = _Scripted({q.question: f"{q.expect[0]} [1]." for q in questions})
+    # the tuned model states each fact with a number no source gives: the unguarded eval counts it
+    # right, the guide as served withdraws it
+    tuned = _Scripted({q.question: f"{q.expect[0]}, 98765 [1]." for q in questions})
+    cache = tmp_path / "served-before.json"
+    served = served_check(guide, tour, split.test + split.dev, tuned, lambda: base, cache=cache, model_key="x",
+                          progress=False)
+    before, after = served["before"]["summary"], served["after"]["summary"]
+    assert before["fact_accuracy"] >= 0.7 and after["fact_accuracy"] == 0.0 and after["false_refusals"] == 1.0
+
+    def fails():
+        raise AssertionError("the base's served answers are cached")
+
+    again = served_check(guide, tour, split.test + split.dev, tuned, fails, cache=cache, model_key="x", progress=False)
+    assert again["before"]["summary"] == before
+
+    unguarded = {"summary": {"fact_accuracy": 0.8, "language_match": 0.9, "refusals": 0.5}, "rows": []}
+    better = {"summary": {"fact_accuracy": 0.9, "language_match": 1.0, "refusals": 0.8}, "rows": []}
+    report = {"before": {"answers": unguarded}, "after": {"answers": better}}
+    assert verdict(report)["better"]
+    report["served"] = served
+    assert verdict(report) | {"better": False, "served": False} == verdict(report)
+    report["served"] = {"before": served["before"], "after": served["before"]}  # served equal: not worse
+    assert verdict(report)["better"]
+
+
 def _chat(q, a):
     return [{"role": "system", "content": "You are a guide."}, {"role": "user", "content": q},
             {"role": "assistant", "content": a}]
