@@ -108,3 +108,13 @@ def test_answer_language_ignores_the_names_in_the_facts(answer, lang):
     paris = load_tour(ROOT / "tours" / "paris")
     assert {"Pierre Lescot", "Louis Le Vau", "I. M. Pei", "Charles Garnier"} <= set(fact_names(paris))
     assert answer_language(answer, paris) == lang
+
+
+def test_the_inside_questions_of_the_eval_set_are_answered_by_the_descriptions():
+    from guide.evaluate import contains_fact, load_eval_set
+
+    paris = load_tour(ROOT / "tours" / "paris")
+    inside = [q for q in load_eval_set(paris.folder / "eval.yaml") if q.id.endswith("-inside")]
+    assert len(inside) == 12 and {q.lang for q in inside} == set(paris.languages)
+    for q in inside:  # what the visitor should hear is in the text the guide retrieves, in their language
+        assert contains_fact(paris.attraction(q.attractions[0]).descriptions[q.lang], q.expect), q.id
