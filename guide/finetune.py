@@ -83,7 +83,7 @@ class FinetuneConfig:
 
 PRESETS: dict[str, dict] = {
     # the real run on a 2-core CPU (run 11 of the README: 100 steps; run 10's were enough to beat the
-    # base, 80 were not)
+    # base, 80 were not; run 11 declined "Can I go inside?" and is not served)
     "offline": {"max_train_examples": 192, "grad_accum": 2, "max_steps": 100, "lr": 2e-4, "eval_every": 20,
                 "max_dev_examples": 12, "time_budget_s": 1600, "max_test_questions": 72,
                 "max_test_loss_examples": 30, "max_refusal_share": 0.1, "teacher_quotes": False},
@@ -849,8 +849,9 @@ def format_comparison(rows: list[dict]) -> str:
 
 
 def verdict(report: dict) -> dict:
-    """Whether the tuned model beats the base: facts and language up (or equal), refusals not down;
-    and, where the served check ran, the guide as served not worse on facts, language or refusals."""
+    """Whether the tuned model beats the base: facts and language up (or equal), refusals not down and
+    false refusals not up; and, where the served check ran, the guide as served not worse on any of
+    these. (Run 11 declined "Can I go inside?" in five languages of six, which no check then asked.)"""
     if "answers" not in report.get("after", {}):
         better = report["after"]["test_loss"] < report["before"]["test_loss"]
         return {"better": better, "why": "test loss only (no answer evaluation)"}
@@ -860,13 +861,14 @@ def verdict(report: dict) -> dict:
     written = (wa.get("fact_accuracy") or 0) >= (wb.get("fact_accuracy") or 0)
     facts = (a["fact_accuracy"] or 0) >= (b["fact_accuracy"] or 0) and written
     lang = (a["language_match"] or 0) >= (b["language_match"] or 0)
-    refuse = (a["refusals"] or 0) >= (b["refusals"] or 0)
+    refuse = (a["refusals"] or 0) >= (b["refusals"] or 0) and (a["false_refusals"] or 0) <= (b["false_refusals"] or 0)
     gained = (a["fact_accuracy"] or 0) > (b["fact_accuracy"] or 0) or (a["language_match"] or 0) > (b["language_match"] or 0)
     out = {"better": facts and lang and refuse and gained, "facts": facts, "written_facts": written,
            "language": lang, "refusals": refuse}
     if report.get("served"):
         sb, sa = report["served"]["before"]["summary"], report["served"]["after"]["summary"]
-        out["served"] = all((sa[k] or 0) >= (sb[k] or 0) for k in ("fact_accuracy", "language_match", "refusals"))
+        out["served"] = (all((sa[k] or 0) >= (sb[k] or 0) for k in ("fact_accuracy", "language_match", "refusals"))
+                         and (sa["false_refusals"] or 0) <= (sb["false_refusals"] or 0))
         out["better"] = out["better"] and out["served"]
     return out
 

@@ -244,10 +244,15 @@ def test_served_check_scores_the_guarded_guide_and_gates_publishing(paris, tmp_p
     again = served_check(guide, tour, split.test + split.dev, tuned, fails, cache=cache, model_key="x", progress=False)
     assert again["before"]["summary"] == before
 
-    unguarded = {"summary": {"fact_accuracy": 0.8, "language_match": 0.9, "refusals": 0.5}, "rows": []}
-    better = {"summary": {"fact_accuracy": 0.9, "language_match": 1.0, "refusals": 0.8}, "rows": []}
+    unguarded = {"summary": {"fact_accuracy": 0.8, "language_match": 0.9, "refusals": 0.5, "false_refusals": 0.0},
+                 "rows": []}
+    better = {"summary": {"fact_accuracy": 0.9, "language_match": 1.0, "refusals": 0.8, "false_refusals": 0.0},
+              "rows": []}
     report = {"before": {"answers": unguarded}, "after": {"answers": better}}
     assert verdict(report)["better"]
+    # declining answerable questions is getting worse at refusing, however many facts are right
+    declines = {"summary": {**better["summary"], "false_refusals": 0.1}, "rows": []}
+    assert not verdict({"before": {"answers": unguarded}, "after": {"answers": declines}})["better"]
     report["served"] = served
     assert verdict(report) | {"better": False, "served": False} == verdict(report)
     report["served"] = {"before": served["before"], "after": served["before"]}  # served equal: not worse
