@@ -450,7 +450,7 @@ def teacher_examples(guide, tour, llm, attractions, *, progress: bool = True,
     """
     from .answer import _CITATION
     from .dialogue import DialogueState
-    from .evaluate import answer_language
+    from .evaluate import answer_language, contains_fact
     from .ftdata import DONT_KNOW, cite, reference_answer
     from .pipeline import prepare_prompt
 
@@ -472,10 +472,14 @@ def teacher_examples(guide, tour, llm, attractions, *, progress: bool = True,
         return {r["id"]: r for r in eval_with_llm(guide, tour.id, llm, answerable, progress)["rows"]} if answerable else {}
 
     if cache is not None and model_key:
-        key = [model_key, [[q.id, q.question, list(q.expect), prompts[q.id].messages] for q in answerable]]
+        # the answers depend on the model and the prompts only: they are scored again at every use,
+        # so a changed expectation or language rule does not ask the model again
+        key = [model_key, [[q.id, q.question, prompts[q.id].messages] for q in answerable]]
         rows = _cached_json(cache, key, "rows", answer)
-        for r in rows.values():  # cached answers are scored with today's language rules
+        for q in answerable:
+            r = rows[q.id]
             r["answer_lang"] = answer_language(r["answer"], tour)
+            r["fact_ok"] = not r["refused"] and contains_fact(r["answer"], q.expect)
     else:
         rows = answer()
     out, kept, quoted = [], 0, 0
