@@ -147,35 +147,36 @@ def evaluate_tour(guide: Guide, tour_id: str, *, questions: list[EvalQuestion] |
         t = time.perf_counter()
         turn = answer_turn(guide, state, text=q.question, tour=tour.id)
         seconds = time.perf_counter() - t
-        answer_lang = answer_language(turn.answer, tour)
         row = {
             "id": q.id, "lang": q.lang, "type": q.type, "question": q.question, "answer": turn.answer,
-            "refused": turn.refused, "answer_lang": answer_lang, "lang_ok": answer_lang in (None, q.lang),
-            "seconds": round(seconds, 2), "first_token": round(turn.timings.get("first_token", 0.0), 2),
-            "ranked": ranked, "cited": turn.citations,
+            "refused": turn.refused, "seconds": round(seconds, 2),
+            "first_token": round(turn.timings.get("first_token", 0.0), 2), "ranked": ranked, "cited": turn.citations,
         }
         if q.attractions:
             row["r1"] = bool(ranked[:1]) and ranked[0] in q.attractions
             row["r5"] = any(a in q.attractions for a in ranked[:5])
-        if q.type != "unanswerable":
-            row["fact_ok"] = (not turn.refused) and contains_fact(turn.answer, q.expect)
-            if not turn.refused:
-                row["citation_ok"] = citations_valid(turn.raw or turn.answer, turn.passages, q.attractions)
-        else:
-            row["refusal_ok"] = turn.refused
+        if q.type != "unanswerable" and not turn.refused:
+            row["citation_ok"] = citations_valid(turn.raw or turn.answer, turn.passages, q.attractions)
         rows.append(row)
-    return {"tour": tour.id, "llm": guide.llm.name, "embedder": guide.embedder.name, "summary": summarize(rows),
-            "by_language": {lang: summarize([r for r in rows if r["lang"] == lang])
-                            for lang in sorted({r["lang"] for r in rows})},
-            "rows": rows}
+    return rescore({"tour": tour.id, "llm": guide.llm.name, "embedder": guide.embedder.name, "rows": rows},
+                   tour, questions)
 
 
-def rescore_languages(result: dict, tour) -> dict:
-    """A stored evaluation (`evaluate_tour`'s result) scored for language again with the current
-    rules; the answers are unchanged. Cached answers (the fine-tuning run's) are reused this way."""
+def rescore(result: dict, tour, questions) -> dict:
+    """Language, fact and refusal scores of `evaluate_tour`'s rows, and the summaries, from the answers.
+
+    Called as the answers are given and again when stored answers are reused (the fine-tuning run's
+    caches), so a changed expectation or language rule never leaves a stale score.
+    """
+    by_id = {q.id: q for q in questions}
     for r in result["rows"]:
+        q = by_id[r["id"]]
         r["answer_lang"] = answer_language(r["answer"], tour)
-        r["lang_ok"] = r["answer_lang"] in (None, r["lang"])
+        r["lang_ok"] = r["answer_lang"] in (None, q.lang)
+        if q.type != "unanswerable":
+            r["fact_ok"] = (not r["refused"]) and contains_fact(r["answer"], q.expect)
+        else:
+            r["refusal_ok"] = r["refused"]
     result["summary"] = summarize(result["rows"])
     result["by_language"] = {lang: summarize([r for r in result["rows"] if r["lang"] == lang])
                              for lang in sorted({r["lang"] for r in result["rows"]})}

@@ -450,7 +450,7 @@ def teacher_examples(guide, tour, llm, attractions, *, progress: bool = True,
     """
     from .answer import _CITATION
     from .dialogue import DialogueState
-    from .evaluate import answer_language, contains_fact
+    from .evaluate import rescore
     from .ftdata import DONT_KNOW, cite, reference_answer
     from .pipeline import prepare_prompt
 
@@ -476,10 +476,7 @@ def teacher_examples(guide, tour, llm, attractions, *, progress: bool = True,
         # so a changed expectation or language rule does not ask the model again
         key = [model_key, [[q.id, q.question, prompts[q.id].messages] for q in answerable]]
         rows = _cached_json(cache, key, "rows", answer)
-        for q in answerable:
-            r = rows[q.id]
-            r["answer_lang"] = answer_language(r["answer"], tour)
-            r["fact_ok"] = not r["refused"] and contains_fact(r["answer"], q.expect)
+        rescore({"rows": list(rows.values())}, tour, answerable)
     else:
         rows = answer()
     out, kept, quoted = [], 0, 0
@@ -608,8 +605,10 @@ def served_check(guide, tour, attractions, tuned, base, *, cache: Path, model_ke
     `base` is a callable returning the base LLM; its answers are kept in `cache`."""
     questions = written_questions(tour, attractions)
     key = [model_key, serving_code_hash(), tour.content_hash, [[q.id, q.question] for q in questions]]
-    before = _cached_json(cache, key, "answers", lambda: eval_with_llm(guide, tour.id, base(), questions,
-                                                                         progress, guards=True))
+    from .evaluate import rescore
+
+    before = rescore(_cached_json(cache, key, "answers", lambda: eval_with_llm(guide, tour.id, base(), questions,
+                                                                                 progress, guards=True)), tour, questions)
     after = eval_with_llm(guide, tour.id, tuned, questions, progress, guards=True)
     log.info("served, base: %s", _summary_line(before["summary"]))
     log.info("served, tuned: %s", _summary_line(after["summary"]))
@@ -622,7 +621,7 @@ def run_finetune(cfg: FinetuneConfig, *, gcfg: GuideConfig | None = None, resume
     import torch
 
     from .adapters import export_gguf_lora, publish
-    from .evaluate import machine_description, rescore_languages
+    from .evaluate import machine_description, rescore
 
     gcfg = (gcfg or load_config()).replace(answer_guards=False, adapter="none")
     run_dir = Path(resume or cfg.run_dir or ROOT / "runs" / f"finetune-{cfg.tour}-{time.strftime('%Y%m%d-%H%M%S')}")
@@ -693,10 +692,10 @@ def run_finetune(cfg: FinetuneConfig, *, gcfg: GuideConfig | None = None, resume
         # folder, so a resumed run (or a run started in a folder holding them) does not redo them
         held_out = data_hash({"dev": data["dev"], "test": data["test"]})  # not the training examples
         key = [identity["sha256"], held_out, [[q.id, q.question] for q in questions]]
-        report["before"]["answers"] = rescore_languages(_cached_json(
+        report["before"]["answers"] = rescore(_cached_json(
             run_dir / "before.json", key, "answers",
             lambda: eval_with_llm(guide, cfg.tour, teacher or _serving_llm(identity, gcfg, adapter=None),
-                                  questions, progress)), tour)
+                                  questions, progress)), tour, questions)
         log.info("base on the test split: %s", _summary_line(report["before"]["answers"]["summary"]))
 
     teacher = None  # free the llama.cpp base before training
@@ -862,18 +861,23 @@ def verdict(report: dict) -> dict:
     b, a = report["before"]["answers"]["summary"], report["after"]["answers"]["summary"]
     wb, wa = written_summary(report["before"]["answers"]), written_summary(report["after"]["answers"])
     # the written questions are asked as visitors ask; the generated ones only as the training data does
-    written = (wa.get("fact_accuracy") or 0) >= (wb.get("fact_accuracy") or 0)
-    facts = (a["fact_accuracy"] or 0) >= (b["fact_accuracy"] or 0) and written
-    lang = (a["language_match"] or 0) >= (b["language_match"] or 0)
-    refuse = (a["refusals"] or 0) >= (b["refusals"] or 0) and (a["false_refusals"] or 0) <= (b["false_refusals"] or 0)
+    written = _not_worse(wa, wb)["fact_accuracy"]
+    ok = _not_worse(a, b)
+    facts = ok["fact_accuracy"] and written
+    refuse = ok["refusals"] and ok["false_refusals"]
     gained = (a["fact_accuracy"] or 0) > (b["fact_accuracy"] or 0) or (a["language_match"] or 0) > (b["language_match"] or 0)
-    out = {"better": facts and lang and refuse and gained, "facts": facts, "written_facts": written,
-           "language": lang, "refusals": refuse}
+    out = {"better": facts and ok["language_match"] and refuse and gained, "facts": facts, "written_facts": written,
+           "language": ok["language_match"], "refusals": refuse}
     if report.get("served"):
-        sb, sa = report["served"]["before"]["summary"], report["served"]["after"]["summary"]
-        out["served"] = (all((sa[k] or 0) >= (sb[k] or 0) for k in ("fact_accuracy", "language_match", "refusals"))
-                         and (sa["false_refusals"] or 0) <= (sb["false_refusals"] or 0))
+        out["served"] = all(_not_worse(report["served"]["after"]["summary"], report["served"]["before"]["summary"]).values())
         out["better"] = out["better"] and out["served"]
+    return out
+
+
+def _not_worse(after: dict, before: dict) -> dict:
+    """Per gate measure, whether `after` is at least as good as `before` (false refusals: lower is better)."""
+    out = {k: (after[k] or 0) >= (before[k] or 0) for k in ("fact_accuracy", "language_match", "refusals")}
+    out["false_refusals"] = (after["false_refusals"] or 0) <= (before["false_refusals"] or 0)
     return out
 
 
@@ -908,16 +912,17 @@ def format_report(report: dict) -> str:
              "| | " + " | ".join(c.replace("_", " ") for c in _COLS) + " |", "|" + "---|" * (len(_COLS) + 1)]
     for side in ("before", "after"):
         lines.append(f"| {side} | " + " | ".join(val(side, c) for c in _COLS) + " |")
+    def answers_row(label: str, w: dict) -> str:
+        return f"| {label} ({w['questions']}) | – | – | " + " | ".join(
+            "–" if w.get(c) is None else f"{w[c]:.2f}" for c in _COLS[2:]) + " |"
+
     if "answers" in report["after"]:
         for side in ("before", "after"):
-            w = written_summary(report[side]["answers"])
-            lines.append(f"| {side}, written questions only ({w['questions']}) | – | – | " + " | ".join(
-                "–" if w.get(c) is None else f"{w[c]:.2f}" for c in _COLS[2:]) + " |")
+            lines.append(answers_row(f"{side}, written questions only", written_summary(report[side]["answers"])))
     if report.get("served"):
         for side in ("before", "after"):
-            w = report["served"][side]["summary"]
-            lines.append(f"| {side}, served with guards on, written questions ({w['questions']}) | – | – | " + " | ".join(
-                "–" if w.get(c) is None else f"{w[c]:.2f}" for c in _COLS[2:]) + " |")
+            lines.append(answers_row(f"{side}, served with guards on, written questions",
+                                     report["served"][side]["summary"]))
     lines += ["", f"Verdict: {report['verdict']}", ""]
     if report.get("backends"):
         lines += ["Both serving backends, greedy, on held-out prompts:", "", format_comparison(report["backends"]), ""]

@@ -243,6 +243,15 @@ def test_served_check_scores_the_guarded_guide_and_gates_publishing(paris, tmp_p
 
     again = served_check(guide, tour, split.test + split.dev, tuned, fails, cache=cache, model_key="x", progress=False)
     assert again["before"]["summary"] == before
+    # stored answers are scored with today's expectations: one changed, its answer is no longer right
+    import dataclasses
+
+    from guide.evaluate import rescore
+
+    changed = [dataclasses.replace(q, expect=("no such fact",)) if i == 0 else q
+               for i, q in enumerate(written_questions(tour, split.test + split.dev))]
+    rows = rescore(again["before"], tour, changed)["rows"]
+    assert [r["fact_ok"] for r in rows if r["id"] == changed[0].id] == [False]
 
     unguarded = {"summary": {"fact_accuracy": 0.8, "language_match": 0.9, "refusals": 0.5, "false_refusals": 0.0},
                  "rows": []}
