@@ -95,8 +95,9 @@ def fact_names(tour) -> list[str]:
     """The people and places named in the tour's facts (architects, patrons...), longest first."""
     key = (tour.id, tour.content_hash)
     if key not in _FACT_NAMES:
-        found = {m.group() for a in tour.attractions for v in a.facts.values() if isinstance(v, str)
-                 for m in _PROPER_NAME.finditer(v)}
+        # English values only: a German fact capitalises every noun ("Große Treppe" is not a name)
+        values = [a.fact(k, "en") for a in tour.attractions for k in a.facts]
+        found = {m.group() for v in values if isinstance(v, str) for m in _PROPER_NAME.finditer(v)}
         _FACT_NAMES[key] = sorted(found, key=len, reverse=True)
     return _FACT_NAMES[key]
 

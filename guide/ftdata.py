@@ -83,6 +83,36 @@ ASK_BACK = {
                   "ja": "それを設計したのは誰ですか？"},
 }
 
+# "Can I go inside?" — the product's own question, answered from the attraction's `inside` fact as
+# the tour writes it in the visitor's language (a fact written only in English is not used: the
+# answer would be English). Run 11, trained without these, declined it in five languages of six.
+ASK_INSIDE = {
+    "en": ["Can I go inside {name}?", "Is it possible to visit {name} inside?"],
+    "fr": ["Peut-on entrer dans {name} ?", "Est-ce qu'on peut visiter l'intérieur de {name} ?"],
+    "de": ["Kann man {name} von innen besichtigen?", "Darf man in {name} hineingehen?"],
+    "es": ["¿Se puede entrar en {name}?", "¿Se puede visitar {name} por dentro?"],
+    "it": ["Si può entrare in {name}?", "Si può visitare l'interno di {name}?"],
+    "zh": ["可以进入{name}里面参观吗？", "{name}里面能参观吗？"],
+    "ja": ["{name}の中に入れますか？", "{name}は中を見学できますか？"],
+}
+
+
+def inside_answer(attraction, lang: str, hits: list[Hit]) -> str | None:
+    """The attraction's `inside` fact in `lang`, cited with its facts card; None when the tour has no
+    text for it in `lang` or the card was not retrieved."""
+    value = attraction.facts.get("inside")
+    if not isinstance(value, dict) or not value.get(lang):
+        return None
+    n = next((i for i, h in enumerate(hits, 1) if h.passage.attraction == attraction.id
+              and h.passage.kind == "facts" and h.passage.lang == lang), None)
+    if n is None:
+        return None
+    text = value[lang].strip()
+    if not re.search(r"[.!?。！？]$", text):
+        text += "。" if _is_cjk(text) else "."
+    return cite(text, n)
+
+
 # Requests a tour text does not answer; kept only when the attraction's texts indeed lack them.
 UNANSWERABLE = {
     "en": ["What is the Wi-Fi password at {name}?", "What is the phone number of {name}?",
@@ -118,7 +148,7 @@ _GIVEN_NAMES = {"Louis", "Jean", "Pierre", "Charles", "Henri", "Marie", "Philipp
 class Example:
     id: str
     source: str  # "tour:<id>" or the dialogue set's name
-    kind: str  # factual | followup | switch | unanswerable | dialogue | reading
+    kind: str  # factual | followup | switch | inside | unanswerable | dialogue | reading
     lang: str
     attraction: str | None  # what the split is by (None for dialogue sets)
     messages: list[dict]  # chat messages; the last one (assistant) is the target
@@ -313,10 +343,13 @@ def _shuffle_sources(prepared, rng: random.Random):
 
 
 def tour_examples(guide, tour: Tour, attractions: list[str], *, seed: int = 0, example: bool = False,
-                  langs: list[str] | None = None, shuffle_sources: float = 0.0) -> list[Example]:
-    """Factual, follow-up ("it"), language-switch and unanswerable examples for some attractions.
+                  langs: list[str] | None = None, shuffle_sources: float = 0.0,
+                  inside: bool = True) -> list[Example]:
+    """Factual, follow-up ("it"), language-switch, "can I go inside?" and unanswerable examples.
 
     With `shuffle_sources` > 0, that share of the answerable examples gets its sources reordered.
+    `inside=False` leaves out the "can I go inside?" ones (the test split: its inside questions are
+    the written ones of the eval set, scored by their expectations).
     """
     rng = random.Random(seed)
     order_rng = random.Random(seed + 7919)  # separate, so the questions asked do not depend on it
@@ -383,6 +416,12 @@ def tour_examples(guide, tour: Tour, attractions: list[str], *, seed: int = 0, e
                 target = composed_answer(a, key2, new, prepared.hits)
                 if target is not None and prepared.query.language == new:
                     add("switch", new, aid, prepared, target, question, history=[q1], expect=tokens)
+            if inside and lang in ASK_INSIDE:
+                question = rng.choice(ASK_INSIDE[lang]).format(name=name)
+                prepared = ask(DialogueState(tour=tour.id), question)
+                target = inside_answer(a, lang, prepared.hits)
+                if target is not None and prepared.query.language == lang:
+                    add("inside", lang, aid, prepared, target, question)
             # requests the texts cannot answer: "I don't know" in the visitor's language
             for template in rng.sample(UNANSWERABLE[lang], k=1):
                 question = template.format(name=name)
@@ -586,7 +625,7 @@ def build_dataset(guide, tour: Tour, *, seed: int = 0, qa_dir: Path | None = Non
     """
     split = split_attractions(tour, seed=seed, dev=dev_attractions, test=test_attractions)
     data = {name: tour_examples(guide, tour, list(getattr(split, name)), seed=seed,
-                                shuffle_sources=0.0 if name == "test" else shuffle_sources)
+                                shuffle_sources=0.0 if name == "test" else shuffle_sources, inside=name != "test")
             for name in ("train", "dev", "test")}
     for ex in dialogue_set_examples(qa_dir, guide=guide, tour=tour, attractions=list(split.train),
                                     per_set=per_set, seed=seed):

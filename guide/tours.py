@@ -13,7 +13,7 @@ import yaml
 from .errors import TourError
 from .lang import LANGUAGES, fact_label
 
-__all__ = ["Tour", "Attraction", "Passage", "load_tour", "list_tours", "tour_passages"]
+__all__ = ["Tour", "Attraction", "Passage", "load_tour", "list_tours", "tour_passages", "localized"]
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +37,21 @@ class Attraction:
 
     def all_names(self) -> list[str]:
         return [n for names in self.names.values() for n in names]
+
+    def fact(self, key: str, lang: str = "en") -> object:
+        """A fact's value in `lang`: a fact written per language ({en: ..., fr: ...}) gives that
+        language's text (English, then any, where it has none); other facts are the same in all."""
+        return localized(self.facts.get(key), lang)
+
+
+def localized(value: object, lang: str) -> object:
+    """`value` in `lang` when it is a per-language mapping, else `value` itself."""
+    if isinstance(value, dict):
+        for code in (lang, "en", *value):
+            if value.get(code):
+                return value[code]
+        return None
+    return value
 
 
 @dataclass(frozen=True)
@@ -194,6 +209,14 @@ def load_tour(path: str | Path) -> Tour:
             and -180 <= coords[1] <= 180
         ):
             bad(f"{at}.facts.coordinates", "expected [latitude, longitude]")
+        for key, value in facts.items():
+            if not isinstance(value, dict):
+                continue
+            if not all(isinstance(v, str) and v.strip() for v in value.values()):
+                bad(f"{at}.facts.{key}", "a fact written per language needs a text for each language")
+            for code in value:
+                if code not in languages:
+                    bad(f"{at}.facts.{key}.{code}", f"language {code!r} is not in the tour's languages")
         relations = a.get("relations") or {}
         if not isinstance(relations, dict) or not all(isinstance(v, list) for v in relations.values()):
             bad(f"{at}.relations", "expected a mapping kind -> list of attraction ids")
@@ -271,7 +294,7 @@ def _render_value(value: object) -> str:
 
 def facts_text(attraction: Attraction, lang: str) -> str:
     """The attraction's structured facts as one line per fact, labels in `lang`."""
-    lines = [f"{fact_label(key, lang)}: {_render_value(value)}" for key, value in attraction.facts.items()]
+    lines = [f"{fact_label(key, lang)}: {_render_value(localized(value, lang))}" for key, value in attraction.facts.items()]
     return "\n".join(lines)
 
 

@@ -4,6 +4,7 @@ Fast: a tiny random model built from a config (no weights). The real 0.5B base i
 test_finetune_slow.py.
 """
 
+import dataclasses
 import json
 import re
 
@@ -69,13 +70,18 @@ def test_examples_are_grounded_cited_and_in_the_visitors_language(dataset):
     split, data = dataset
     rows = data["train"]
     kinds = {e.kind for e in rows}
-    assert {"factual", "followup", "switch", "unanswerable"} <= kinds
+    assert {"factual", "followup", "switch", "inside", "unanswerable"} <= kinds
     assert {e.lang for e in rows} == {"en", "fr", "de", "es", "zh", "ja"}
     for e in rows:
         answer = e.messages[-1]["content"]
         assert e.messages[-1]["role"] == "assistant"
         if e.kind == "unanswerable":
             assert answer == DONT_KNOW[e.lang]
+            continue
+        if e.kind == "inside":  # the tour's own words in the visitor's language, citing its facts card
+            n = int(answer.rsplit("[", 1)[1].split("]")[0])
+            source = next(line for line in e.messages[-2]["content"].splitlines() if line.startswith(f"[{n}]"))
+            assert re.sub(r"\s*\[\d+\][.。]?$", "", answer) in source, (e.id, answer)
             continue
         # the answer states the expected fact and cites the numbered source that holds it
         assert any(t in answer for t in e.expect), (e.id, answer)
@@ -112,6 +118,24 @@ def test_reference_answers_are_one_short_sentence_composed_from_the_fact(paris, 
     for e in data["train"]:
         if e.kind in ("factual", "followup", "switch"):
             assert len(e.messages[-1]["content"]) < 120, e.messages[-1]["content"]
+
+
+def test_inside_questions_are_answered_from_the_inside_fact_in_the_visitors_language(paris, dataset):
+    from guide.ftdata import inside_answer
+
+    guide, tour = paris
+    split, data = dataset
+    inside = [e for e in data["train"] if e.kind == "inside"]
+    assert {e.lang for e in inside} == set(tour.languages)
+    assert not [e for e in data["test"] if e.kind == "inside"]  # held out: the eval set's written ones
+    a = tour.attraction("notre-dame")
+    hits = guide.search(tour, "Kann man Notre-Dame von innen besichtigen?", attractions=[a.id], lang="de")
+    text = inside_answer(a, "de", hits)
+    n = int(text.rsplit("[", 1)[1].split("]")[0])
+    assert text.startswith("Ja") and hits[n - 1].passage.kind == "facts" and hits[n - 1].passage.lang == "de"
+    # a fact written only in English gives no German target
+    english_only = dataclasses.replace(a, facts={**a.facts, "inside": a.fact("inside", "en")})
+    assert inside_answer(english_only, "de", hits) is None
 
 
 def test_test_questions_keep_the_written_eval_set(paris, dataset):

@@ -32,6 +32,44 @@ def test_passages_cover_every_language_and_localise_fact_labels():
     assert all(p.source.endswith(("descriptions.en", "descriptions.de", "facts")) for p in passages)
 
 
+def test_a_fact_written_per_language_is_shown_in_the_visitors_language(tmp_path):
+    d = write(tmp_path, """
+        id: city
+        name: {en: City}
+        languages: [en, de, fr]
+        attractions:
+          - id: tower
+            names: {en: [Tower], de: [Turm], fr: [Tour]}
+            descriptions: {en: "A tower.", de: "Ein Turm.", fr: "Une tour."}
+            facts:
+              height: 50 m
+              inside: {en: "Yes: a museum.", de: "Ja: ein Museum."}
+        """)
+    tour = load_tour(d)
+    facts = {p.lang: p.text for p in tour_passages(tour) if p.kind == "facts"}
+    assert "Ja: ein Museum." in facts["de"] and "Yes" not in facts["de"] and "50 m" in facts["de"]
+    assert "Yes: a museum." in facts["fr"]  # no French text: the English one
+    assert tour.attraction("tower").fact("inside", "de") == "Ja: ein Museum."
+
+
+def test_a_per_language_fact_in_a_language_the_tour_lacks_is_reported(tmp_path):
+    d = write(tmp_path, """
+        id: city
+        name: {en: City}
+        languages: [en]
+        attractions:
+          - id: tower
+            names: {en: [Tower]}
+            descriptions: {en: "A tower."}
+            facts: {inside: {en: "Yes.", xx: "Oui.", de: ""}}
+        """)
+    with pytest.raises(TourError) as e:
+        load_tour(d)
+    text = "\n".join(e.value.problems)
+    assert "attractions[0].facts.inside.xx: language 'xx' is not in the tour's languages" in text
+    assert "attractions[0].facts.inside: a fact written per language needs a text for each language" in text
+
+
 def test_every_problem_is_reported_with_file_and_field(tmp_path):
     d = write(tmp_path, """
         id: city
