@@ -370,15 +370,29 @@ def is_dump(answer: str) -> bool:
     return bool(re.match(r"\s*\[\d+\]\s*\S", answer)) and len(_CITATION.findall(answer)) >= 2
 
 
+# A reply that is only "yes" or "no" in some language: "Can I go inside?" -> "是" / "はい[1]。".
+_BARE = {fold(w) for w in (
+    "yes", "no", "yes, you can", "oui", "non", "ja", "nein", "si", "sí", "no", "sì", "sim", "não", "nee",
+    "是", "是的", "对", "可以", "不", "不是", "不可以", "不能", "能", "はい", "いいえ", "ええ", "예", "네", "아니요",
+)}
+
+
+def is_bare(answer: str) -> bool:
+    """Whether the answer is a bare yes or no, with nothing the visitor could use."""
+    text = fold(_CITATION.sub(" ", answer))
+    return re.sub(r"[\s.!?,;:。！？、，]+", " ", text).strip() in _BARE
+
+
 def is_echo(answer: str, question: str) -> bool:
-    """Whether the answer only repeats (part of) the question: nothing in it that the question lacks.
+    """Whether the answer only repeats (part of) the question: nothing in it that the question lacks
+    (a bare yes or no counts: it tells the visitor nothing new).
 
     A number the question does not hold is an answer however much of the question is restated
     around it ("How tall is the Eiffel Tower?" -> "The Eiffel Tower is 330 m tall"): counted as an
     echo, such answers were asked again and often lost (measured on the held-out written questions).
     """
     words = [t for t in tokenize(_CITATION.sub(" ", answer)) if len(t) > 1 or not t.isascii()]
-    if not words:
+    if not words or is_bare(answer):
         return True
     asked = set(tokenize(question))
     if any(ch.isdigit() for t in words if t not in asked for ch in t):

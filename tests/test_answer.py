@@ -215,6 +215,17 @@ def test_echo_detection(answer, echo):
     assert is_echo(answer, question) is echo
 
 
+@pytest.mark.parametrize("answer, bare", [
+    ("是", True), ("はい[1]。", True), ("Oui.", True), ("Yes, you can [2].", True),
+    ("是的，卢浮宫是博物馆，主入口在玻璃金字塔[1]。", False), ("Ja: ein Museum mit der Mona Lisa [1].", False),
+])
+def test_a_bare_yes_is_asked_again(answer, bare):
+    from guide.answer import is_bare, is_echo
+
+    assert is_bare(answer) is bare
+    assert is_echo(answer, "可以进入卢浮宫里面参观吗？") is bare
+
+
 @pytest.mark.parametrize("question, answer", [  # answers the echo check used to send back
     ("How tall is the Eiffel Tower?", "The Eiffel Tower is 330 m tall [3]."),
     ("¿Qué altura tiene la cúpula de la basílica del Sagrado Corazón?",
