@@ -82,11 +82,11 @@ class FinetuneConfig:
 
 
 PRESETS: dict[str, dict] = {
-    # the real run on a 2-core CPU (run 11 of the README: 100 steps; run 10's were enough to beat the
-    # base, 80 were not; run 11 declined "Can I go inside?" and is not served)
+    # the real run on a 2-core CPU (run 16 of the README: 100 steps — run 10's were enough to beat the
+    # base, 80 were not; refusal targets 13 of 192 — run 14, with 21, declined 2 answerable questions)
     "offline": {"max_train_examples": 192, "grad_accum": 2, "max_steps": 100, "lr": 2e-4, "eval_every": 20,
                 "max_dev_examples": 12, "time_budget_s": 1600, "max_test_questions": 72,
-                "max_test_loss_examples": 30, "max_refusal_share": 0.1, "teacher_quotes": False},
+                "max_test_loss_examples": 30, "max_refusal_share": 0.07, "teacher_quotes": False},
     # a larger base where a GPU is available
     "gpu": {"base": "Qwen/Qwen2.5-1.5B-Instruct", "max_steps": 300, "grad_accum": 8, "per_set": 200,
             "max_dev_examples": 64, "eval_every": 25},
@@ -520,11 +520,18 @@ def cap_refusals(written: list[Example], generated: list[Example], share: float 
     """
     if share is None:
         return generated
+    from .ftdata import DONT_KNOW
+
+    def refuses(e: Example) -> bool:  # the written ones are kind "written": what counts is the target
+        return e.messages[-1]["content"] in DONT_KNOW.values()
+
     size = total if total is not None else len(written) + len(generated)
-    room = max(0, int(share * size) - sum(e.kind == "unanswerable" for e in written))
+    # (until run 15 the written refusals were counted by kind, which is "written": none counted, so
+    # the offline preset's 10 % was 11 % — 21 of 192 — and any smaller share changed nothing)
+    room = max(0, int(share * size) - sum(refuses(e) for e in written))
     out, kept = [], 0
     for e in generated:
-        if e.kind == "unanswerable":
+        if refuses(e):
             if kept >= room:
                 continue
             kept += 1

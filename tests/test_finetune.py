@@ -190,7 +190,9 @@ def test_distillation_keeps_only_the_bases_right_answers(paris, dataset):
 def test_refusal_share_is_capped_with_the_written_questions_kept(dataset):
     split, data = dataset
     generated = data["train"]
-    written = [e for e in generated if e.kind == "unanswerable"][:3]
+    # written questions come as kind "written" (teacher_examples); their "I don't know" targets count
+    written = [dataclasses.replace(e, kind="written") for e in generated if e.kind == "unanswerable"][:3]
+    written.append(dataclasses.replace(next(e for e in generated if e.kind == "factual"), kind="written"))
     capped = cap_refusals(written, generated, 0.1, 60)
     assert sum(e.kind == "unanswerable" for e in capped) == 6 - 3
     assert [e for e in capped if e.kind != "unanswerable"] == [e for e in generated if e.kind != "unanswerable"]
