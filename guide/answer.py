@@ -372,7 +372,7 @@ def is_dump(answer: str) -> bool:
 
 # A reply that is only "yes" or "no" in some language: "Can I go inside?" -> "是" / "はい[1]。".
 _BARE = {fold(w) for w in (
-    "yes", "no", "yes, you can", "oui", "non", "ja", "nein", "si", "sí", "no", "sì", "sim", "não", "nee",
+    "yes", "no", "yes, you can", "oui", "non", "ja", "nein", "si", "sí", "sì", "sim", "não", "nee",
     "是", "是的", "对", "可以", "不", "不是", "不可以", "不能", "能", "はい", "いいえ", "ええ", "예", "네", "아니요",
 )}
 

@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from .config import ROOT, GuideConfig, dev_data_dir, load_config
 from .errors import GuideError
-from .ftdata import Example, build_dataset, data_hash, dataset_stats, save_jsonl
+from .ftdata import DONT_KNOW, Example, build_dataset, data_hash, dataset_stats, save_jsonl
 
 __all__ = ["FinetuneConfig", "PRESETS", "load_base", "encode", "train", "run_finetune", "tiny_base"]
 
@@ -451,7 +451,7 @@ def teacher_examples(guide, tour, llm, attractions, *, progress: bool = True,
     from .answer import _CITATION
     from .dialogue import DialogueState
     from .evaluate import rescore
-    from .ftdata import DONT_KNOW, cite, reference_answer
+    from .ftdata import cite, reference_answer
     from .pipeline import prepare_prompt
 
     sources = {}
@@ -510,6 +510,11 @@ def teacher_examples(guide, tour, llm, attractions, *, progress: bool = True,
     return out, stats
 
 
+def _refuses(e: Example) -> bool:
+    """Whether the example's target is "I don't know" (by the target: written ones are kind "written")."""
+    return e.messages[-1]["content"] in DONT_KNOW.values()
+
+
 def cap_refusals(written: list[Example], generated: list[Example], share: float | None,
                  total: int | None) -> list[Example]:
     """Generated "I don't know" examples dropped so refusals are at most `share` of the training set.
@@ -520,18 +525,13 @@ def cap_refusals(written: list[Example], generated: list[Example], share: float 
     """
     if share is None:
         return generated
-    from .ftdata import DONT_KNOW
-
-    def refuses(e: Example) -> bool:  # the written ones are kind "written": what counts is the target
-        return e.messages[-1]["content"] in DONT_KNOW.values()
-
     size = total if total is not None else len(written) + len(generated)
     # (until run 15 the written refusals were counted by kind, which is "written": none counted, so
     # the offline preset's 10 % was 11 % — 21 of 192 — and any smaller share changed nothing)
-    room = max(0, int(share * size) - sum(refuses(e) for e in written))
+    room = max(0, int(share * size) - sum(_refuses(e) for e in written))
     out, kept = [], 0
     for e in generated:
-        if refuses(e):
+        if _refuses(e):
             if kept >= room:
                 continue
             kept += 1
