@@ -37,6 +37,7 @@ class EvalQuestion:
     attractions: tuple[str, ...]
     expect: tuple[str, ...]
     history: tuple[str, ...] = field(default=())
+    answer: str = ""  # a written reference answer (train.yaml): the target where the base is wrong
 
 
 def load_eval_set(path: str | Path) -> list[EvalQuestion]:
@@ -60,8 +61,12 @@ def load_eval_set(path: str | Path) -> list[EvalQuestion]:
         expect = tuple(str(e) for e in (q.get("expect") or ()))
         if q["type"] != "unanswerable" and not expect:
             problems.append(f"{where}: an answerable question needs `expect`")
+        answer = q.get("answer") or ""
+        if answer and (not isinstance(answer, str) or not contains_fact(answer, expect)):
+            problems.append(f"{where}: the written `answer` must be text stating one of `expect`")
         out.append(EvalQuestion(id=str(q.get("id", i)), lang=q["lang"], type=q["type"], question=q["question"],
-                                attractions=atts, expect=expect, history=tuple(q.get("history") or ())))
+                                attractions=atts, expect=expect, history=tuple(q.get("history") or ()),
+                                answer=answer if isinstance(answer, str) else ""))
     if problems:
         raise TourError(problems)
     return out

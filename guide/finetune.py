@@ -468,18 +468,27 @@ def teacher_examples(guide, tour, llm, attractions, *, progress: bool = True,
     questions = [q for q in questions if q.id not in leaky]
     answerable = [q for q in questions if q.type != "unanswerable"]
 
-    def answer():
-        return {r["id"]: r for r in eval_with_llm(guide, tour.id, llm, answerable, progress)["rows"]} if answerable else {}
+    def answer(qs):
+        return {r["id"]: r for r in eval_with_llm(guide, tour.id, llm, qs, progress)["rows"]} if qs else {}
 
     if cache is not None and model_key:
-        # the answers depend on the model and the prompts only: they are scored again at every use,
-        # so a changed expectation or language rule does not ask the model again
-        key = [model_key, [[q.id, q.question, prompts[q.id].messages] for q in answerable]]
-        rows = _cached_json(cache, key, "rows", answer)
+        # the answers depend on the model and the prompt only: each is kept under a hash of both, so
+        # a new question asks the model that question alone; they are scored again at every use, so
+        # a changed expectation or language rule does not ask the model again
+        keys = {q.id: _digest([model_key, q.id, q.question, prompts[q.id].messages]) for q in answerable}
+        cached = json.loads(cache.read_text()).get("answers", {}) if cache.is_file() else {}
+        rows = {q.id: cached[keys[q.id]] for q in answerable if keys[q.id] in cached}
+        missing = [q for q in answerable if q.id not in rows]
+        if missing:
+            log.info("the base answers %d written questions (%d reused from %s)", len(missing), len(rows), cache)
+            new = answer(missing)
+            rows.update(new)
+            _atomic_write(cache, json.dumps({"answers": {**cached, **{keys[i]: r for i, r in new.items()}}},
+                                            ensure_ascii=False))
         rescore({"rows": list(rows.values())}, tour, answerable)
     else:
-        rows = answer()
-    out, kept, quoted = [], 0, 0
+        rows = answer(answerable)
+    out, kept, quoted, written = [], 0, 0, 0
     for q in questions:
         prepared = prompts[q.id]
         if q.type == "unanswerable":
@@ -489,11 +498,16 @@ def teacher_examples(guide, tour, llm, attractions, *, progress: bool = True,
             quote = reference_answer(prepared.hits, q.lang, list(q.expect), max_chars=200)
             right = (r.get("fact_ok") and r["answer_lang"] in (None, q.lang) and len(r["answer"]) <= 200
                      and not r["answer"].startswith("["))
+            source = fact_source(prepared.hits, q.lang, q.expect)
             if right and r.get("citation_ok"):
                 target, kept = r["answer"], kept + 1
             elif right and quote and not _CITATION.search(r["answer"]):
                 # right but uncited: the source of the sentence that states it is added
                 target, kept = cite(r["answer"], int(_CITATION.findall(quote)[-1])), kept + 1
+            elif q.answer and source:
+                # the base got it wrong: the answer written with the question, cited with the source that
+                # states the fact (a question whose prompt holds no such source is left out)
+                target, written = cite(q.answer, source), written + 1
             elif quote and quotes:  # the base got it wrong: the shortest source sentence in the visitor's language
                 target, quoted = quote, quoted + 1
             else:
@@ -503,7 +517,7 @@ def teacher_examples(guide, tour, llm, attractions, *, progress: bool = True,
                                {"role": "assistant", "content": target}], question=q.question,
                            expect=list(q.expect)))
     stats = {"questions": len(questions), "answerable": len(answerable), "base_answers": kept,
-             "quoted": quoted, "unanswerable": len(questions) - len(answerable),
+             "written_answers": written, "quoted": quoted, "unanswerable": len(questions) - len(answerable),
              "from_train_yaml": sum(sources[q.id][1] == f"train:{tour.id}" for q in questions),
              "left_out_held_out_sources": len(leaky)}
     log.info("written questions of training attractions: %s", stats)
@@ -767,6 +781,18 @@ def run_finetune(cfg: FinetuneConfig, *, gcfg: GuideConfig | None = None, resume
 def _summary_line(summary: dict) -> str:
     keys = ("fact_accuracy", "followup_accuracy", "language_match", "refusals", "false_refusals", "citation_validity")
     return ", ".join(f"{k} {summary.get(k)}" for k in keys)
+
+
+def _digest(key) -> str:
+    return hashlib.sha256(json.dumps(key, ensure_ascii=False).encode()).hexdigest()
+
+
+def fact_source(hits, lang: str, expect) -> int | None:
+    """The number of the first source that states one of `expect`, one in the visitor's language first."""
+    from .evaluate import contains_fact
+
+    found = [(h.passage.lang != lang, i) for i, h in enumerate(hits, 1) if contains_fact(h.passage.text, tuple(expect))]
+    return min(found)[1] if found else None
 
 
 def _cached_json(path: Path, key, field: str, compute):

@@ -247,6 +247,64 @@ def test_teacher_uses_the_training_questions_of_training_attractions_only_and_ca
     assert own_stats["quoted"] == 0 and len(own) == len(rows) - stats["quoted"]
 
 
+def test_written_answers_replace_the_bases_wrong_ones_cited_with_the_source_that_states_the_fact(paris, tmp_path):
+    from guide.evaluate import answer_language, contains_fact, load_eval_set
+    from guide.finetune import teacher_examples
+    from guide.ftdata import cite
+
+    guide, tour = paris
+    split = split_attractions(tour, seed=0)
+    written = {q.id: q for q in load_eval_set(tour.folder / "train.yaml") if q.answer}
+    assert len(written) >= 40
+    for q in written.values():  # each states its fact, in the question's language
+        assert contains_fact(q.answer, q.expect) and answer_language(q.answer, tour) in (None, q.lang), q.id
+
+    class Wrong(_Scripted):  # a base that gets every question wrong
+        def __init__(self):
+            super().__init__({})
+            self.asked = 0
+
+        def stream(self, messages, **kwargs):
+            self.asked += 1
+            yield "It was 1234567 [1]."
+
+    cache = tmp_path / "teacher.json"
+    rows, stats = teacher_examples(guide, tour, Wrong(), split.train, progress=False, cache=cache, model_key="x",
+                                   quotes=False)
+    targets = {e.id.rsplit("/", 1)[1]: e for e in rows if e.messages[-1]["content"] not in DONT_KNOW.values()}
+    assert stats["base_answers"] == 0 and stats["written_answers"] == len(targets) >= 20
+    assert set(targets) <= set(written)
+    for qid, e in targets.items():
+        answer = e.messages[-1]["content"]
+        n = int(re.findall(r"\[(\d+)\]", answer)[-1])
+        assert answer == cite(written[qid].answer, n)
+        prompt = "\n".join(m["content"] for m in e.messages[:-1])  # the cited source states the fact
+        assert contains_fact(re.findall(rf"^\[{n}\] (.*)$", prompt, re.M)[-1], written[qid].expect), qid
+    # each answer is cached on its own: a question the cache lacks is the only one asked
+    cached = json.loads(cache.read_text())
+    dropped = next(iter(cached["answers"]))
+    del cached["answers"][dropped]
+    cache.write_text(json.dumps(cached))
+    base = Wrong()
+    again, _ = teacher_examples(guide, tour, base, split.train, progress=False, cache=cache, model_key="x", quotes=False)
+    assert base.asked == 1 and [e.messages for e in again] == [e.messages for e in rows]
+
+
+def test_a_written_answer_must_state_an_expected_fact(tmp_path):
+    import yaml
+
+    from guide.evaluate import load_eval_set
+    from guide.tours import TourError
+
+    path = tmp_path / "train.yaml"
+    q = {"id": "x", "lang": "en", "type": "factual", "question": "When?", "attraction": "a", "expect": ["1889"]}
+    path.write_text(yaml.safe_dump({"questions": [{**q, "answer": "It opened in 1889."}]}))
+    assert load_eval_set(path)[0].answer == "It opened in 1889."
+    path.write_text(yaml.safe_dump({"questions": [{**q, "answer": "It opened in 1898."}]}))
+    with pytest.raises(TourError, match="answer"):
+        load_eval_set(path)
+
+
 def test_served_check_scores_the_guarded_guide_and_gates_publishing(paris, tmp_path):
     from guide.finetune import served_check, verdict, written_questions
 
