@@ -66,7 +66,7 @@ def load_eval_set(path: str | Path) -> list[EvalQuestion]:
             problems.append(f"{where}: the written `answer` must be text stating one of `expect`")
         out.append(EvalQuestion(id=str(q.get("id", i)), lang=q["lang"], type=q["type"], question=q["question"],
                                 attractions=atts, expect=expect, history=tuple(q.get("history") or ()),
-                                answer=answer if isinstance(answer, str) else ""))
+                                answer=answer))  # a non-text answer is reported above
     if problems:
         raise TourError(problems)
     return out

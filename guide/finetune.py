@@ -499,13 +499,12 @@ def teacher_examples(guide, tour, llm, attractions, *, progress: bool = True,
             quote = reference_answer(prepared.hits, q.lang, list(q.expect), max_chars=200)
             right = (r.get("fact_ok") and r["answer_lang"] in (None, q.lang) and len(r["answer"]) <= 200
                      and not r["answer"].startswith("["))
-            source = fact_source(prepared.hits, q.lang, q.expect)
             if right and r.get("citation_ok"):
                 target, kept = r["answer"], kept + 1
             elif right and quote and not _CITATION.search(r["answer"]):
                 # right but uncited: the source of the sentence that states it is added
                 target, kept = cite(r["answer"], int(_CITATION.findall(quote)[-1])), kept + 1
-            elif q.answer and source:
+            elif q.answer and (source := fact_source(prepared.hits, q.lang, q.expect)):
                 # the base got it wrong: the answer written with the question, cited with the source that
                 # states the fact (a question whose prompt holds no such source is left out)
                 target, written = cite(q.answer, source), written + 1
@@ -785,7 +784,7 @@ def _summary_line(summary: dict) -> str:
 
 
 def _digest(key) -> str:
-    return hashlib.sha256(json.dumps(key, ensure_ascii=False).encode()).hexdigest()
+    return hashlib.sha256(json.dumps(key).encode()).hexdigest()
 
 
 def fact_source(hits, lang: str, expect) -> int | None:
@@ -798,7 +797,7 @@ def fact_source(hits, lang: str, expect) -> int | None:
 
 def _cached_json(path: Path, key, field: str, compute):
     """`compute()`, kept in `path` under `field` with a hash of `key`, and reused while the key holds."""
-    digest = hashlib.sha256(json.dumps(key).encode()).hexdigest()
+    digest = _digest(key)
     cached = json.loads(path.read_text()) if path.is_file() else {}
     if cached.get("key") == digest:
         log.info("%s reused from %s", field, path)
