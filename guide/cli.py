@@ -150,6 +150,8 @@ def cmd_finetune(args) -> int:
         cfg = cfg.replace(evaluate=False)
     if args.no_teacher_quotes:
         cfg = cfg.replace(teacher_quotes=False)
+    if args.pair_refusals is not None:
+        cfg = cfg.replace(pair_refusals=args.pair_refusals)
     if args.no_publish:
         cfg = cfg.replace(publish=False)
     if args.qa_dir is not None:
@@ -249,6 +251,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-teacher-quotes", action="store_true",
                    help="leave out written questions the base gets wrong (instead of quoting the source sentence)")
     p.add_argument("--refusal-share", type=float, help="most of the training set that may be \"I don't know\" targets")
+    p.add_argument("--pair-refusals", action=argparse.BooleanOptionalAction, default=None,
+                   help="each \"I don't know\" target beside an answered question on the same attraction "
+                        "(default: the preset's)")
     p.add_argument("--max-test-questions", type=int)
     p.add_argument("--seed", type=int)
     p.add_argument("--qa-dir", type=Path, help="dialogue sets folder (default ../shared/data/dev/qa when present)")

@@ -50,6 +50,7 @@ class FinetuneConfig:
     distil: bool = True  # ... and to the generated questions, kept where right (else the composed answer)
     teacher_quotes: bool = True  # a written question the base gets wrong: the source sentence (False: left out)
     max_refusal_share: float | None = None  # at most this share of training targets are "I don't know"
+    pair_refusals: bool = False  # each "I don't know" next to an answered question on the same attraction
     max_length: int = 1280  # tokens; longer examples are dropped
     # LoRA and optimisation
     lora_r: int = 8
@@ -84,7 +85,9 @@ class FinetuneConfig:
 PRESETS: dict[str, dict] = {
     # the real run on a 2-core CPU (run 17 of the README: 112 steps of 224 examples — the 166 written
     # ones, with train.yaml's written answers, left 26 of 192 for the generated kinds; refusal targets
-    # 7 % — run 14, with 21 of 192, declined 2 answerable questions; 5 % (run 18) did not help)
+    # 7 % — run 14, with 21 of 192, declined 2 answerable questions; 5 % (run 18) did not help). The
+    # time budget assumes bf16 (14 s a step); a CPU without it trains in fp32 at 34 s a step and stops
+    # at step 42 (run 19: worse than the base, not published)
     "offline": {"max_train_examples": 224, "grad_accum": 2, "max_steps": 112, "lr": 2e-4, "eval_every": 20,
                 "max_dev_examples": 12, "time_budget_s": 1600, "max_test_questions": 72,
                 "max_test_loss_examples": 30, "max_refusal_share": 0.07, "teacher_quotes": False},
@@ -553,6 +556,60 @@ def cap_refusals(written: list[Example], generated: list[Example], share: float 
     return out
 
 
+def _asks_person(e: Example) -> bool:
+    """Whether the question asks for a person: "who designed it?" or "who is the director?"."""
+    from .ftdata import ASK
+    from .grounding import asked_concepts
+
+    if any(c.name == "person in office" for c in asked_concepts(e.question)):
+        return True
+    return any(re.fullmatch(re.escape(t).replace(re.escape("{name}"), ".+"), e.question)
+               for t in ASK["architect"].get(e.lang, []))
+
+
+def pair_refusals(written: list[Example], generated: list[Example], pool: list[Example]) -> list[Example]:
+    """Each "I don't know" target beside an answered question on the same attraction, in the same language.
+
+    Runs 14 and 16-18 each declined one or two answerable held-out questions, most of them "who?"
+    questions ("who is buried there?", "who had the Arc built?"), while the refusal targets include
+    "who is the current director of ...?". A refusal with a twin that the sources do answer, of the
+    same form where it asks for a person ("who designed ...?"), shows that what decides is whether
+    the sources state it, not the form of the question or the attraction. A twin is a generated
+    factual example from `pool` (the generated examples before subsampling); it takes the place of a
+    generated example of the most crowded kind and language that is not a twin itself.
+    """
+    chosen = list(generated)
+    ids = {e.id for e in chosen}
+
+    def answered(a, lang, person):
+        return [e for e in chosen if e.attraction == a and e.lang == lang and e.kind == "factual"
+                and not _refuses(e) and (not person or _asks_person(e))]
+
+    added = 0
+    for r in [e for e in written + generated if _refuses(e) and e.attraction]:
+        person = _asks_person(r)
+        if answered(r.attraction, r.lang, person):
+            continue
+        twins = [e for e in pool if e.id not in ids and e.attraction == r.attraction and e.lang == r.lang
+                 and e.kind == "factual" and (not person or _asks_person(e))]
+        if not twins:
+            continue
+        counts: dict[tuple, int] = {}
+        for e in chosen:
+            if not _refuses(e):
+                counts[(e.kind, e.lang)] = counts.get((e.kind, e.lang), 0) + 1
+        protected = {(e.attraction, e.lang) for e in written + chosen if _refuses(e)}  # keeps the twins
+        crowded = [e for e in chosen if not _refuses(e) and counts[(e.kind, e.lang)] == max(counts.values())
+                   and not (e.kind == "factual" and (e.attraction, e.lang) in protected)]
+        if crowded:  # (when the most crowded group holds only twins, the twin is added: run 19, 4 of 13)
+            chosen.remove(crowded[-1])
+        chosen.append(twins[0])
+        ids.add(twins[0].id)
+        added += 1
+    log.info("refusal targets paired with answered questions: %d twins added", added)
+    return chosen
+
+
 def distil(llm, rows: list[Example], tour, *, max_tokens: int = 96, progress: bool = True) -> tuple[list[Example], dict]:
     """The base's own answer as the target of a generated example, where that answer is right.
 
@@ -670,8 +727,10 @@ def run_finetune(cfg: FinetuneConfig, *, gcfg: GuideConfig | None = None, resume
     else:
         written, report_teacher = [], None
     room = None if cfg.max_train_examples is None else max(0, cfg.max_train_examples - len(written))
-    generated = cap_refusals(written, data["train"], cfg.max_refusal_share, cfg.max_train_examples)
-    generated = _subsample(generated, room, cfg.seed)
+    capped = cap_refusals(written, data["train"], cfg.max_refusal_share, cfg.max_train_examples)
+    generated = _subsample(capped, room, cfg.seed)
+    if cfg.pair_refusals:
+        generated = pair_refusals(written, generated, capped)
     if teacher is not None and cfg.distil:
         generated, report_distil = distil(teacher, generated, tour, progress=progress)
         report_teacher = {**(report_teacher or {}), "generated": report_distil}

@@ -26,6 +26,7 @@ from guide.finetune import (  # noqa: E402
     held_out_questions,
     load_base,
     mean_loss,
+    pair_refusals,
     tiny_base,
     train,
 )
@@ -197,6 +198,34 @@ def test_refusal_share_is_capped_with_the_written_questions_kept(dataset):
     assert sum(e.kind == "unanswerable" for e in capped) == 6 - 3
     assert [e for e in capped if e.kind != "unanswerable"] == [e for e in generated if e.kind != "unanswerable"]
     assert cap_refusals(written, generated, None, 60) == generated
+
+
+def test_each_refusal_target_gets_an_answered_twin_on_the_same_attraction_and_language(dataset):
+    from guide.finetune import _asks_person, _refuses, _subsample
+
+    split, data = dataset
+    pool = data["train"]
+
+    def has_twin(r):  # the pool holds an answered question that can be its twin
+        return any(e.attraction == r.attraction and e.lang == r.lang and e.kind == "factual"
+                   and (_asks_person(e) or not _asks_person(r)) for e in pool)
+
+    refusals = [e for e in pool if _refuses(e) and e.attraction and has_twin(e)]
+    person = next(e for e in refusals if _asks_person(e))  # "who is the current director of ...?"
+    others = [e for e in refusals if not _asks_person(e)][:3]
+    # a training set holding these refusals and answerable examples of other attractions only
+    rest = _subsample([e for e in pool if not _refuses(e) and e.attraction not in
+                       {r.attraction for r in [person, *others]}], 30, 0)
+    chosen = [person, *others, *rest]
+    paired = pair_refusals([], chosen, pool)
+    assert len(chosen) <= len(paired) <= len(chosen) + 4  # twins take the place of others where they can
+    assert all(r in paired for r in [person, *others])  # no refusal is dropped
+    for r in [person, *others]:
+        twins = [e for e in paired if e.attraction == r.attraction and e.lang == r.lang and not _refuses(e)]
+        assert len(twins) == 1 and twins[0].kind == "factual" and twins[0].expect
+    twin = next(e for e in paired if e.attraction == person.attraction and e.lang == person.lang and e is not person)
+    assert _asks_person(twin), twin.question  # "who designed ...?" beside "who is the director?"
+    assert pair_refusals([], paired, pool) == paired  # paired already: nothing changes
 
 
 def test_training_questions_are_answerable_in_their_own_language_and_not_the_eval_set(paris):
