@@ -374,3 +374,13 @@ def test_openai_whisper_backend_on_converted_weights(whisper_cache, dev_dir):
     heard = ow.transcribe(to_mono_16k(dev_dir / "audio" / "en" / "whisper_jfk.flac"), languages=["en", "de"])
     assert "ask not what your country can do for you" in normalize_text(heard.text)
     assert heard.language == "en"
+
+
+def test_int8_whisper_only_where_the_cpu_has_vnni():
+    from guide.asr import cpu_compute_type
+
+    assert cpu_compute_type("flags\t\t: fpu sse4_2 avx2 avx512f avx512_vnni avx512_bf16\n") == "int8"
+    assert cpu_compute_type("flags\t\t: fpu sse4_2 avx2 avx_vnni\n") == "int8"
+    # AVX2 alone: int8 GEMM saturates (espeak German heard as English on a Zen 3 EPYC)
+    assert cpu_compute_type("flags\t\t: fpu sse4_2 avx2 fma\n") == "float32"
+    assert cpu_compute_type("Features\t: fp asimd\n") == "int8"  # no x86 flags: CTranslate2 chooses
