@@ -23,6 +23,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
+from .config import cpu_flags
 from .errors import GuideError, ModelUnavailable
 from .models import Pack, assemble_pack, pack_status, register_pack
 
@@ -373,24 +374,17 @@ def load_asr(name: str = "whisper-base", *, backend: str = "faster-whisper", cac
     return _load_openai(name, path if is_path else None, cache_dir, device, beam_size)
 
 
-def cpu_compute_type(cpuinfo: str | None = None) -> str:
+def cpu_compute_type(flags: frozenset[str] | None = None) -> str:
     """int8 where the CPU has VNNI (int8 dot products into 32 bits), float32 where it has only AVX2.
 
     Without VNNI, int8 GEMM goes through AVX2's pairwise multiply-add with a saturating 16-bit
     intermediate. Measured on an AVX2-only AMD EPYC (Zen 3) with Whisper base and espeak-ng speech:
     int8 heard "Das Museum öffnet jeden Tag um neun Uhr." as English ("As museum-erf-natee-dem-tark")
     and a Spanish sentence at 0.37 character error rate; float32 heard German (CER 0.09) and
-    Spanish at 0.23, as int8 does on CPUs with VNNI.
+    Spanish at 0.23, as int8 does on CPUs with VNNI. No x86 flags known: CTranslate2's int8 kernels.
     """
-    if cpuinfo is None:
-        try:
-            cpuinfo = Path("/proc/cpuinfo").read_text()
-        except OSError:
-            return "int8"  # not Linux: CTranslate2's own choice of kernels
-    flags = set(re.findall(r"[\w.]+", cpuinfo.split("flags", 1)[1].split("\n", 1)[0])) if "flags" in cpuinfo else set()
-    if not flags:
-        return "int8"
-    return "int8" if flags & {"avx512_vnni", "avx_vnni", "avx512vnni"} else "float32"
+    flags = cpu_flags() if flags is None else flags
+    return "float32" if flags and not flags & {"avx512_vnni", "avx_vnni"} else "int8"
 
 
 def _load_faster(name, path, cache_dir, device, compute_type, beam_size, threads):

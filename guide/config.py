@@ -4,12 +4,24 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 __all__ = ["GuideConfig", "PROFILES", "load_config"]
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def cpu_flags(cpuinfo: str | None = None) -> frozenset[str]:
+    """The CPU's instruction-set flags from /proc/cpuinfo (x86 Linux); empty where it has none."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return frozenset()
+    line = re.search(r"^flags\s*:(.*)$", cpuinfo, re.M)
+    return frozenset(line.group(1).split()) if line else frozenset()
 
 
 def dev_data_dir() -> Path:

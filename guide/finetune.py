@@ -24,7 +24,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from .config import ROOT, GuideConfig, dev_data_dir, load_config
+from .config import ROOT, GuideConfig, cpu_flags, dev_data_dir, load_config
 from .errors import GuideError
 from .ftdata import DONT_KNOW, Example, build_dataset, data_hash, dataset_stats, save_jsonl
 
@@ -138,11 +138,7 @@ def _dtype(name: str):
     if name == "auto":
         if torch.cuda.is_available():
             return torch.bfloat16
-        try:
-            flags = Path("/proc/cpuinfo").read_text()
-            return torch.bfloat16 if ("avx512_bf16" in flags or "amx_bf16" in flags) else torch.float32
-        except OSError:
-            return torch.float32
+        return torch.bfloat16 if cpu_flags() & {"avx512_bf16", "amx_bf16"} else torch.float32
     return {"float32": torch.float32, "bfloat16": torch.bfloat16}[name]
 
 
@@ -581,17 +577,15 @@ def pair_refusals(written: list[Example], generated: list[Example], pool: list[E
     chosen = list(generated)
     ids = {e.id for e in chosen}
 
-    def answered(a, lang, person):
-        return [e for e in chosen if e.attraction == a and e.lang == lang and e.kind == "factual"
-                and not _refuses(e) and (not person or _asks_person(e))]
+    def twin_of(r, e):  # an answered factual question on r's attraction, in its language (and form)
+        return (e.kind == "factual" and e.attraction == r.attraction and e.lang == r.lang and not _refuses(e)
+                and (_asks_person(e) or not _asks_person(r)))
 
     added = 0
     for r in [e for e in written + generated if _refuses(e) and e.attraction]:
-        person = _asks_person(r)
-        if answered(r.attraction, r.lang, person):
+        if any(twin_of(r, e) for e in chosen):
             continue
-        twins = [e for e in pool if e.id not in ids and e.attraction == r.attraction and e.lang == r.lang
-                 and e.kind == "factual" and (not person or _asks_person(e))]
+        twins = [e for e in pool if e.id not in ids and twin_of(r, e)]
         if not twins:
             continue
         counts: dict[tuple, int] = {}

@@ -378,9 +378,13 @@ def test_openai_whisper_backend_on_converted_weights(whisper_cache, dev_dir):
 
 def test_int8_whisper_only_where_the_cpu_has_vnni():
     from guide.asr import cpu_compute_type
+    from guide.config import cpu_flags
 
-    assert cpu_compute_type("flags\t\t: fpu sse4_2 avx2 avx512f avx512_vnni avx512_bf16\n") == "int8"
-    assert cpu_compute_type("flags\t\t: fpu sse4_2 avx2 avx_vnni\n") == "int8"
+    def rule(cpuinfo):
+        return cpu_compute_type(cpu_flags(cpuinfo))
+
+    assert rule("processor\t: 0\nflags\t\t: fpu sse4_2 avx2 avx512f avx512_vnni avx512_bf16\n") == "int8"
+    assert rule("flags\t\t: fpu sse4_2 avx2 avx_vnni\n") == "int8"
     # AVX2 alone: int8 GEMM saturates (espeak German heard as English on a Zen 3 EPYC)
-    assert cpu_compute_type("flags\t\t: fpu sse4_2 avx2 fma\n") == "float32"
-    assert cpu_compute_type("Features\t: fp asimd\n") == "int8"  # no x86 flags: CTranslate2 chooses
+    assert rule("flags\t\t: fpu sse4_2 avx2 fma\n") == "float32"
+    assert rule("Features\t: fp asimd\n") == "int8"  # no x86 flags: CTranslate2 chooses
