@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from .config import ROOT, GuideConfig, cpu_flags, dev_data_dir, load_config
 from .errors import GuideError
-from .ftdata import DONT_KNOW, Example, build_dataset, data_hash, dataset_stats, save_jsonl
+from .ftdata import DONT_KNOW, Example, build_dataset, data_hash, dataset_stats, load_jsonl, save_jsonl
 
 __all__ = ["FinetuneConfig", "PRESETS", "load_base", "encode", "train", "run_finetune", "tiny_base"]
 
@@ -711,25 +711,34 @@ def run_finetune(cfg: FinetuneConfig, *, gcfg: GuideConfig | None = None, resume
                                 dev_attractions=cfg.dev_attractions, test_attractions=cfg.test_attractions)
     identity = None if cfg.base == "tiny" else base_identity(cfg.base, gcfg.cache_dir)  # tiny: made from the data
     teacher = None
-    if cfg.teacher and cfg.evaluate and identity is not None:
-        # the base answers the written questions of the training attractions (see teacher_examples);
-        # they all go in, the generated examples fill the rest of the budget
-        teacher = _serving_llm(identity, gcfg, adapter=None)
-        written, report_teacher = teacher_examples(guide, tour, teacher, split.train, progress=progress,
-                                                   cache=run_dir / "teacher.json", model_key=identity["sha256"],
-                                                   quotes=cfg.teacher_quotes)
+    saved = {name: run_dir / "data" / f"{name}.jsonl" for name in ("train", "dev", "test")}
+    if resume is not None and all(f.is_file() for f in saved.values()):
+        # the checkpoint was trained on these examples (its data position indexes them); rebuilding
+        # would ask the base again for every distilled target, and its answers are not bit-stable
+        # across machines, so a resumed run could go on with a different training set
+        data = {name: load_jsonl(f) for name, f in saved.items()}
+        log.info("resuming on the run's own data in %s", run_dir / "data")
+        report_teacher = {"reused": str(run_dir / "data")}
     else:
-        written, report_teacher = [], None
-    room = None if cfg.max_train_examples is None else max(0, cfg.max_train_examples - len(written))
-    capped = cap_refusals(written, data["train"], cfg.max_refusal_share, cfg.max_train_examples)
-    generated = _subsample(capped, room, cfg.seed)
-    if cfg.pair_refusals:
-        generated = pair_refusals(written, generated, capped)
-    if teacher is not None and cfg.distil:
-        generated, report_distil = distil(teacher, generated, tour, progress=progress)
-        report_teacher = {**(report_teacher or {}), "generated": report_distil}
-    data["train"] = written + generated
-    random.Random(cfg.seed).shuffle(data["train"])
+        if cfg.teacher and cfg.evaluate and identity is not None:
+            # the base answers the written questions of the training attractions (see teacher_examples);
+            # they all go in, the generated examples fill the rest of the budget
+            teacher = _serving_llm(identity, gcfg, adapter=None)
+            written, report_teacher = teacher_examples(guide, tour, teacher, split.train, progress=progress,
+                                                       cache=run_dir / "teacher.json", model_key=identity["sha256"],
+                                                       quotes=cfg.teacher_quotes)
+        else:
+            written, report_teacher = [], None
+        room = None if cfg.max_train_examples is None else max(0, cfg.max_train_examples - len(written))
+        capped = cap_refusals(written, data["train"], cfg.max_refusal_share, cfg.max_train_examples)
+        generated = _subsample(capped, room, cfg.seed)
+        if cfg.pair_refusals:
+            generated = pair_refusals(written, generated, capped)
+        if teacher is not None and cfg.distil:
+            generated, report_distil = distil(teacher, generated, tour, progress=progress)
+            report_teacher = {**(report_teacher or {}), "generated": report_distil}
+        data["train"] = written + generated
+        random.Random(cfg.seed).shuffle(data["train"])
     for name, rows in data.items():
         save_jsonl(rows, run_dir / "data" / f"{name}.jsonl")
     stats = dataset_stats(data)

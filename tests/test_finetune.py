@@ -551,6 +551,26 @@ def test_finetune_command_runs_the_tiny_preset_end_to_end(tmp_path, monkeypatch)
     assert manifest["base"]["sha256"] and manifest["data_hash"] == report["data_hash"]
 
 
+def test_a_resumed_run_trains_on_its_own_saved_data_not_a_rebuilt_set(tmp_path, monkeypatch):
+    from guide.cli import main
+    from guide.ftdata import data_hash, load_jsonl, save_jsonl
+
+    monkeypatch.setenv("GUIDE_INDEX_DIR", str(tmp_path / "indexes"))
+    run = tmp_path / "run"
+    args = ["--profile", "tiny", "finetune", "--preset", "tiny"]
+    assert main(args + ["--run-dir", str(run), "--max-steps", "3"]) == 0
+    # the saved training set is what the checkpoint saw; a rebuild would bring back the dropped example
+    train_file = run / "data" / "train.jsonl"
+    kept = load_jsonl(train_file)[:-1]
+    save_jsonl(kept, train_file)
+    data = {name: load_jsonl(run / "data" / f"{name}.jsonl") for name in ("train", "dev", "test")}
+    assert main(args + ["--resume", str(run), "--max-steps", "5"]) == 0
+    report = json.loads((run / "report.json").read_text())
+    assert report["training"]["steps"] == 5
+    assert report["examples"]["train"] == len(kept)
+    assert report["data_hash"] == data_hash(data) == read_manifest(run / "adapter")["data_hash"]
+
+
 def test_reading_examples_from_xquad_cite_the_paragraph_with_the_answer(dev_dir):
     import random
 
