@@ -83,14 +83,16 @@ class FinetuneConfig:
 
 
 PRESETS: dict[str, dict] = {
-    # the real run on a 2-core CPU (run 17 of the README: 112 steps of 224 examples — the 166 written
-    # ones, with train.yaml's written answers, left 26 of 192 for the generated kinds; refusal targets
-    # 7 % — run 14, with 21 of 192, declined 2 answerable questions; 5 % (run 18) did not help). The
-    # time budget assumes bf16 (14 s a step); a CPU without it trains in fp32 at 34 s a step and stops
-    # at step 42 (run 19: worse than the base, not published)
+    # the real run on a 2-core CPU (run 19 of the README: run 17's 112 steps of 224 examples — the 166
+    # written ones, with train.yaml's written answers, left 26 of 192 for the generated kinds; refusal
+    # targets 7 % — plus each refusal target paired with an answered question on its attraction,
+    # which took the false refusals of runs 14-18 to none). 112 steps take 1600 s with bf16 (14 s a
+    # step) and 4240 s in fp32 on a CPU without it (38 s a step); the budget lets both finish, since
+    # a run the budget cuts short is worse than the base (run 19's first part, stopped at step 42)
     "offline": {"max_train_examples": 224, "grad_accum": 2, "max_steps": 112, "lr": 2e-4, "eval_every": 20,
-                "max_dev_examples": 12, "time_budget_s": 1600, "max_test_questions": 72,
-                "max_test_loss_examples": 30, "max_refusal_share": 0.07, "teacher_quotes": False},
+                "max_dev_examples": 12, "time_budget_s": 5000, "max_test_questions": 72,
+                "max_test_loss_examples": 30, "max_refusal_share": 0.07, "teacher_quotes": False,
+                "pair_refusals": True},
     # a larger base where a GPU is available
     "gpu": {"base": "Qwen/Qwen2.5-1.5B-Instruct", "max_steps": 300, "grad_accum": 8, "per_set": 200,
             "max_dev_examples": 64, "eval_every": 25},
