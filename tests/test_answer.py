@@ -244,3 +244,18 @@ def test_a_new_number_is_an_answer_not_an_echo(question, answer):
 def test_pasted_sources_become_the_best_quoted_sentence(hits):
     _, answer = run(ScriptedLLM("[1] Eiffelturm: Der Turm ist 330 Meter hoch. [2] Eiffelturm: Erbaut: 1887"), hits)
     assert answer.text == "Der Turm ist 330 Meter hoch. [1]" and answer.citations == [1]
+
+
+def test_llama_cpp_threads_zero_means_every_core_the_process_may_use(monkeypatch):
+    import os
+
+    from guide.answer import llama_threads
+
+    # llama-cpp-python's own default would be cpu_count // 2: one generating thread on two cores
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    assert llama_threads(0) == 2
+    assert llama_threads(3) == 3  # an explicit `threads` setting wins
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {4, 5, 6, 7}, raising=False)
+    monkeypatch.setattr(os, "cpu_count", lambda: 16)
+    assert llama_threads(0) == 4  # a container limited to 4 of 16 cores
