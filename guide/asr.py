@@ -23,7 +23,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from .config import cpu_flags
+from .config import cpu_flags, usable_cores
 from .errors import GuideError, ModelUnavailable
 from .models import Pack, assemble_pack, pack_status, register_pack
 
@@ -405,7 +405,7 @@ def _load_faster(name, path, cache_dir, device, compute_type, beam_size, threads
         source = str(assemble_pack(ASR_PACKS[name], cache_dir).parent)
     else:  # a hub size or repo id: downloaded by faster-whisper on first use
         source = _hub_size(name) or name
-    threads = threads or min(4, os.cpu_count() or 1)
+    threads = threads or min(4, usable_cores())
     try:
         model = WhisperModel(source, device=device, compute_type=compute_type, cpu_threads=threads,
                              download_root=str(cache_dir / "faster-whisper"))

@@ -24,6 +24,14 @@ def cpu_flags(cpuinfo: str | None = None) -> frozenset[str]:
     return frozenset(line.group(1).split()) if line else frozenset()
 
 
+def usable_cores() -> int:
+    """The CPU cores this process may run on (its affinity: a container's share, not the host's count)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
 def dev_data_dir() -> Path:
     """The shared development data: $GUIDE_DEV_DATA, else ../shared/data/dev next to the project."""
     return Path(os.environ.get("GUIDE_DEV_DATA") or ROOT.parent / "shared" / "data" / "dev")

@@ -741,8 +741,8 @@ def run_finetune(cfg: FinetuneConfig, *, gcfg: GuideConfig | None = None, resume
             report_teacher = {**(report_teacher or {}), "generated": report_distil}
         data["train"] = written + generated
         random.Random(cfg.seed).shuffle(data["train"])
-    for name, rows in data.items():
-        save_jsonl(rows, run_dir / "data" / f"{name}.jsonl")
+        for name, rows in data.items():
+            save_jsonl(rows, saved[name])
     stats = dataset_stats(data)
     log.info("split by attraction — train: %s; dev: %s; test: %s", ", ".join(split.train), ", ".join(split.dev),
              ", ".join(split.test))

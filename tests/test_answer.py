@@ -246,16 +246,21 @@ def test_pasted_sources_become_the_best_quoted_sentence(hits):
     assert answer.text == "Der Turm ist 330 Meter hoch. [1]" and answer.citations == [1]
 
 
-def test_llama_cpp_threads_zero_means_every_core_the_process_may_use(monkeypatch):
+def test_llama_cpp_threads_zero_means_every_core_the_process_may_use(monkeypatch, tmp_path):
     import os
 
-    from guide.answer import llama_threads
+    import llama_cpp
 
+    from guide.answer import LlamaCppLLM
+
+    seen = []
+    monkeypatch.setattr(llama_cpp, "Llama", lambda **kw: seen.append(kw))
     # llama-cpp-python's own default would be cpu_count // 2: one generating thread on two cores
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
     monkeypatch.setattr(os, "cpu_count", lambda: 2)
-    assert llama_threads(0) == 2
-    assert llama_threads(3) == 3  # an explicit `threads` setting wins
+    LlamaCppLLM(tmp_path / "m.gguf")
+    LlamaCppLLM(tmp_path / "m.gguf", threads=3)  # an explicit `threads` setting wins
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {4, 5, 6, 7}, raising=False)
     monkeypatch.setattr(os, "cpu_count", lambda: 16)
-    assert llama_threads(0) == 4  # a container limited to 4 of 16 cores
+    LlamaCppLLM(tmp_path / "m.gguf")  # a container limited to 4 of 16 cores
+    assert [(kw["n_threads"], kw["n_threads_batch"]) for kw in seen] == [(2, 2), (3, 3), (4, 4)]
