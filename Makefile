@@ -4,18 +4,22 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 TOUR   ?= paris
+# x86-64 with AVX2/FMA/F16C/BMI2 (every machine of the project's kind): no AVX-512, no AMX, no -march=native.
+# Override for a known machine, e.g. LLAMA_CMAKE_ARGS="-DGGML_NATIVE=ON" or "-DGGML_CUDA=ON".
+LLAMA_CMAKE_ARGS ?= $(shell bash scripts/llama-cmake-args.sh)
 
 .DEFAULT_GOAL := help
-.PHONY: help setup run kiosk test test-fast test-slow test-browser screenshot lint index eval eval-asr eval-vision finetune bench doctor clean
+.PHONY: help setup run kiosk load test test-fast test-slow test-browser screenshot lint index eval eval-asr eval-vision finetune bench doctor clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
-$(STAMP): requirements.txt scripts/install-system.sh
+$(STAMP): requirements.txt scripts/install-system.sh scripts/llama-cmake-args.sh scripts/install-llama.sh
 	bash scripts/install-system.sh
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) $(PY) -m pip install -r requirements.txt
+	bash scripts/install-llama.sh $(PY) "$(LLAMA_CMAKE_ARGS)"
+	$(PY) -m pip install -r requirements.txt
 	touch $(STAMP)
 
 setup: $(STAMP) ## create .venv and install everything (system packages too, when root)
@@ -25,6 +29,9 @@ run: $(STAMP) ## start the app on the offline default (builds stale indexes firs
 
 kiosk: $(STAMP) ## full-screen kiosk mode on localhost (IDLE=seconds before a new conversation)
 	$(PY) app.py --kiosk $(if $(IDLE),--idle-reset $(IDLE))
+
+load: $(STAMP) ## N = 1, 2, 4, 8 simulated visitors against the app on loopback (LOAD_SECONDS per level)
+	$(PY) scripts/load.py $(if $(LOAD_SECONDS),--seconds $(LOAD_SECONDS))
 
 test: $(STAMP) ## the whole suite: fast tests, then slow tests with the real offline models
 	$(PY) -m pytest -m "not slow" -q
