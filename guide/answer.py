@@ -160,16 +160,20 @@ class OpenAICompatibleLLM:
                 if response.status_code != 200:
                     response.read()
                     raise GuideError(f"the answer server said {response.status_code}: {response.text[:200]}")
+                finished = False
                 for line in response.iter_lines():
                     if not line.startswith("data:"):
                         continue
                     data = line[5:].strip()
                     if data == "[DONE]":
+                        finished = True
                         break
                     choices = json.loads(data).get("choices") or [{}]
                     delta = (choices[0].get("delta") or {}).get("content")
                     if delta:
                         yield delta
+                if not finished:  # the stream ends with [DONE]; without it, the server went away mid-answer
+                    raise GuideError(f"the answer server at {self.base_url} stopped in the middle of an answer")
         except httpx.HTTPError as e:
             raise GuideError(f"the answer server at {self.base_url} cannot be reached ({e})") from e
 
@@ -231,11 +235,13 @@ def available_llms() -> list[str]:
 
 
 def load_llm(name: str, *, cache_dir: Path, n_ctx: int = 2048, threads: int = 0, device: str | None = None,
-             adapter: str | None = None) -> LLM:
+             adapter: str | None = None, isolate: bool = False) -> LLM:
     """An LLM by registry name, `hf:<hub id or pack>`, `openai:<url>[#model]` or a path to a .gguf file.
 
     `adapter` ("auto", "none" or a folder) applies a fine-tuned LoRA to a model pack: as a GGUF LoRA
     on llama.cpp, or with peft on transformers (`hf:<pack>`). A wrong-base adapter is refused.
+    `isolate` runs a llama.cpp model in a supervised child process (guide.llm_server), self-checked
+    at start, so that a native crash costs one answer instead of the process that asked.
     """
     from .adapters import resolve_adapter
     from .models import PACKS, assemble_pack
@@ -254,8 +260,8 @@ def load_llm(name: str, *, cache_dir: Path, n_ctx: int = 2048, threads: int = 0,
             if not manifest.get("gguf") or not (folder / manifest["gguf"]).is_file():
                 raise ModelUnavailable(f"the adapter {folder} has no GGUF LoRA for llama.cpp; re-export it")
             lora = str(folder / manifest["gguf"])
-        llm = LlamaCppLLM(path, n_ctx=n_ctx, threads=threads, name=name + ("+lora" if lora else ""),
-                          gpu_layers=gpu_layers, lora_path=lora)
+        llm = _llama(path, n_ctx=n_ctx, threads=threads, name=name + ("+lora" if lora else ""),
+                     gpu_layers=gpu_layers, lora=lora, isolate=isolate, cache_dir=cache_dir)
     elif pack_name in PACKS:  # transformers on the pack's GGUF, de-quantized (with the peft adapter)
         path = assemble_pack(pack_name, cache_dir)
         llm = TransformersLLM(str(path.parent), gguf_file=path.name, device=device,
@@ -269,13 +275,25 @@ def load_llm(name: str, *, cache_dir: Path, n_ctx: int = 2048, threads: int = 0,
     elif name.endswith(".gguf"):
         if not Path(name).is_file():
             raise ModelUnavailable(f"no GGUF file at {name}")
-        return LlamaCppLLM(name, n_ctx=n_ctx, threads=threads)
+        return _llama(name, n_ctx=n_ctx, threads=threads, name=Path(name).name, isolate=isolate, cache_dir=cache_dir)
     else:
         raise ValueError(f"unknown LLM {name!r}; choose one of {', '.join(LLMS)}")
     if manifest is not None:
         llm.prompt_example = manifest.get("prompt", {}).get("example", True)
         log.info("LLM %s with the fine-tuned adapter %s", name, folder)
     return llm
+
+
+def _llama(path, *, n_ctx: int, threads: int, name: str, gpu_layers: int = 0, lora: str | None = None,
+           isolate: bool, cache_dir: Path) -> LLM:
+    """A GGUF model on llama.cpp: in this process, or in a supervised child (crash isolation)."""
+    if not isolate:
+        return LlamaCppLLM(path, n_ctx=n_ctx, threads=threads, name=name, gpu_layers=gpu_layers, lora_path=lora)
+    from .llm_server import SupervisedLLM
+
+    Path(cache_dir).mkdir(parents=True, exist_ok=True)
+    return SupervisedLLM.start(path, lora=lora, name=name, n_ctx=n_ctx, threads=threads, gpu_layers=gpu_layers,
+                               log_path=Path(cache_dir) / "llm-server.log")
 
 
 @dataclass

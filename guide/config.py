@@ -65,6 +65,7 @@ class GuideConfig:
     tts: str = "auto"  # auto = best installed voice per language (tts.py)
     vision: str = "local-features"  # recognizer name (vision.py)
     threads: int = 0  # CPU threads for llama.cpp; 0 = all cores
+    llm_isolated: bool = True  # llama.cpp models run in a supervised child process (guide.llm_server)
     device: str | None = None  # None = cuda if available else cpu (transformers backend)
 
     def replace(self, **changes) -> GuideConfig:
