@@ -114,7 +114,48 @@ def _device_line() -> str:
     return "cpu (no CUDA device)"
 
 
-def report(config: GuideConfig) -> str:
+def _llm_check(config: GuideConfig) -> str:
+    """Start the answer model as the app does (a supervised child) and decode a few tokens."""
+    from .answer import load_llm
+
+    if not config.llm_isolated or not (config.llm.endswith(".gguf") or config.llm in _packs()):
+        return f"not run ({config.llm} does not run on llama.cpp in this process tree)"
+    llm = load_llm(config.llm, cache_dir=config.cache_dir, n_ctx=config.llm_context, threads=config.threads,
+                   device=config.device, adapter=config.adapter, isolate=True)
+    try:
+        info = llm.server.info
+        return (f"{getattr(llm, 'self_check', 'ok')}: pid {info.get('pid')}, {info.get('threads')} threads, "
+                f"repack {'on' if info.get('repack') else 'off'}; {info.get('system_info')}")
+    finally:
+        llm.close()
+
+
+def _packs():
+    from .models import PACKS
+
+    return PACKS
+
+
+def self_checks(config: GuideConfig) -> list[str]:
+    """Each native model loaded and run once in a child process: ok, or how it failed and what is used instead."""
+    from .selfcheck import check_asr, check_tts
+    from .tours import list_tours, load_tour
+
+    langs = set()
+    for tour_id in list_tours(config.tours_dir):
+        try:
+            langs.update(load_tour(config.tours_dir / tour_id).languages)
+        except Exception:  # noqa: BLE001 - a broken tour is reported under tours
+            continue
+    asr = check_asr(config, use_cache=False)
+    asr_line = asr.line() + ("" if asr.ok else "; falls back to openai-whisper (torch) on the same weights")
+    tts = check_tts(config, sorted(langs) or ["en"], use_cache=False)
+    return [f"  llm:  {_optional('llm', lambda: _llm_check(config))}",
+            f"  asr:  {asr_line}",
+            f"  tts:  {tts.line()}"]
+
+
+def report(config: GuideConfig, *, checks: bool = True) -> str:
     from .errors import TourError
     from .retrieval import read_manifest
     from .tours import list_tours, load_tour
@@ -142,4 +183,6 @@ def report(config: GuideConfig) -> str:
         else:
             index = f"index fresh ({manifest['n_passages']} passages, {manifest['dense_index']})"
         lines.append(f"  {tour.id}: {len(tour.attractions)} attractions, {', '.join(tour.languages)}; {index}")
+    if checks:
+        lines += ["self-checks (each native model run once in a child process):", *self_checks(config)]
     return "\n".join(lines)
