@@ -25,14 +25,24 @@ log = logging.getLogger(__name__)
 SAMPLE_RATE = 16_000  # Hz, what Whisper hears
 MAX_SECONDS = 60  # longer questions are refused
 _SLACK = 0.5  # s; containers round their durations
+_MIN_BYTES_PER_SECOND = 500  # 4 kbit/s, below any speech codec: a file smaller than its stated length lies
 
 _NOT_AUDIO = ("I couldn't play that recording: it isn't an audio file I can read. "
               "Please try recording your question again.")
 _EMPTY = "The recording is empty. Please hold the microphone button while you speak."
 
 
+def _duration(seconds: float) -> str:
+    """'70 seconds', '10 minutes', '2 hours': how long a recording is, as a visitor would say it."""
+    if seconds < 120:
+        return f"{seconds:.0f} seconds"
+    if seconds < 2 * 3600:
+        return f"{seconds / 60:.0f} minutes"
+    return f"{seconds / 3600:.0f} hours"
+
+
 def _too_long(seconds: float, at_least: bool = False) -> GuideError:
-    return GuideError(f"That recording is {'over ' if at_least else ''}{seconds:.0f} seconds long; "
+    return GuideError(f"That recording is {'over ' if at_least else ''}{_duration(seconds)} long; "
                       f"please keep your question under {MAX_SECONDS} seconds.")
 
 
@@ -152,8 +162,9 @@ def _decode_av(source: bytes | Path, max_seconds: float) -> np.ndarray:
             declared = float(stream.duration * stream.time_base)
         else:
             declared = container.duration / 1e6 if container.duration else 0.0
-        if declared > max_seconds + _SLACK:
-            raise _too_long(declared)
+        size = len(source) if isinstance(source, bytes) else Path(source).stat().st_size
+        if declared > max_seconds + _SLACK and size >= declared * _MIN_BYTES_PER_SECOND:
+            raise _too_long(declared)  # refused before decoding; a header that lies about its length is decoded
         resampler = AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
         try:
             for frame in container.decode(stream):
@@ -162,7 +173,7 @@ def _decode_av(source: bytes | Path, max_seconds: float) -> np.ndarray:
                     chunks.append(out.to_ndarray().reshape(-1))
                     n += chunks[-1].size
                 if n > limit:
-                    raise _too_long(n / SAMPLE_RATE, at_least=True)
+                    raise _too_long(max_seconds, at_least=True)
             for out in resampler.resample(None):
                 chunks.append(out.to_ndarray().reshape(-1))
         except (av.FFmpegError, ValueError, EOFError) as e:
@@ -187,5 +198,5 @@ def _decode_ffmpeg(source: bytes | Path, max_seconds: float) -> np.ndarray:
         log.debug("ffmpeg failed: %s", proc.stderr.decode(errors="replace")[-500:])
         raise GuideError(_NOT_AUDIO)
     if wav.size > limit * SAMPLE_RATE:
-        raise _too_long(wav.size / SAMPLE_RATE, at_least=True)
+        raise _too_long(max_seconds, at_least=True)
     return wav

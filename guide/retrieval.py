@@ -20,6 +20,7 @@ from tqdm import tqdm
 
 from .errors import ModelUnavailable
 from .lang import fold
+from .models import sha256_file
 from .tours import Passage, Tour, tour_passages
 
 __all__ = [
@@ -33,12 +34,15 @@ __all__ = [
     "tokenize",
     "ensure_index",
     "build_index",
+    "file_records",
+    "verify_files",
 ]
 
 log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 3  # bump when chunking or the on-disk layout changes: old indexes become stale
 HNSW_THRESHOLD = 50_000  # passages; below it an exact flat index is fast enough
+HASH_BYTES = 64 * 1024 * 1024  # index files up to this size get a sha256 in the manifest (all get their size)
 
 
 class Embedder(Protocol):
@@ -348,6 +352,7 @@ class HybridIndex:
             with open(build / "passages.jsonl", "w", encoding="utf-8") as f:
                 for p in self.passages:
                     f.write(json.dumps(asdict(p), ensure_ascii=False) + "\n")
+            self.manifest["files"] = file_records(build)
             (build / "manifest.json").write_text(json.dumps(self.manifest, indent=2, ensure_ascii=False))
             name = f"build-{self.manifest.get('content_hash', 'x')[:12]}-{int(time.time() * 1000)}"
             os.rename(build, folder / name)
@@ -368,12 +373,48 @@ class HybridIndex:
         folder = Path(folder)
         current = folder / (folder / "CURRENT").read_text().strip()
         manifest = json.loads((current / "manifest.json").read_text())
+        verify_files(current, manifest.get("files"))
         with open(current / "passages.jsonl", encoding="utf-8") as f:
             passages = [Passage(**json.loads(line)) for line in f]
         dense = faiss.read_index(str(current / "dense.faiss"))
         if isinstance(dense, faiss.IndexHNSW):
             dense.hnsw.efSearch = 128
-        return cls(passages, None, dense, BM25.load(current / "bm25.npz"), manifest)
+        bm25 = BM25.load(current / "bm25.npz")
+        counts = {"passages.jsonl": len(passages), "dense.faiss": int(dense.ntotal), "bm25.npz": len(bm25.doc_len)}
+        if "n_passages" in manifest:
+            counts["manifest.json"] = int(manifest["n_passages"])
+        if len(set(counts.values())) != 1:  # a file cut at a line boundary still parses: the counts tell
+            raise ValueError("index files disagree on the number of passages: "
+                             + ", ".join(f"{k} {v}" for k, v in counts.items()))
+        if manifest.get("dim") and int(manifest["dim"]) != dense.d:
+            raise ValueError(f"dense.faiss has {dense.d} dimensions, the manifest says {manifest['dim']}")
+        return cls(passages, None, dense, bm25, manifest)
+
+
+def file_records(folder: Path) -> dict[str, dict]:
+    """Size (and sha256, for files up to HASH_BYTES) of every file in a build folder, for the manifest."""
+    out = {}
+    for path in sorted(p for p in Path(folder).iterdir() if p.is_file() and p.name != "manifest.json"):
+        size = path.stat().st_size
+        out[path.name] = {"bytes": size, **({"sha256": sha256_file(path)} if size <= HASH_BYTES else {})}
+    return out
+
+
+def verify_files(folder: Path, records: dict | None) -> None:
+    """Raise ValueError when a file of a build is missing, truncated or changed since it was written.
+
+    Builds written before the manifest listed its files (records None) are only checked for
+    consistency by their loaders.
+    """
+    for name, rec in (records or {}).items():
+        path = Path(folder) / name
+        if not path.is_file():
+            raise ValueError(f"{name} is missing")
+        size = path.stat().st_size
+        if size != rec.get("bytes"):
+            raise ValueError(f"{name} is {size} bytes, {rec.get('bytes')} were written (truncated or damaged)")
+        if rec.get("sha256") and sha256_file(path) != rec["sha256"]:
+            raise ValueError(f"{name} changed since it was written (damaged)")
 
 
 def read_manifest(folder: Path) -> dict | None:

@@ -19,6 +19,35 @@ log = logging.getLogger(__name__)
 
 ID_RE = re.compile(r"^[a-z0-9][a-z0-9-]*$")
 LANG_RE = re.compile(r"^[a-z]{2,3}$")
+MAX_TOUR_BYTES = 64 * 1024 * 1024  # a tour.yaml larger than this is not read
+MAX_NODES = 1_000_000  # values a tour file may expand to (YAML aliases can make a small file expand without end)
+MAX_DEPTH = 64  # nesting levels of a tour file
+
+
+def _check_size(data: object) -> str | None:
+    """Why a parsed YAML document is unusable (an alias bomb, a cycle, absurd nesting), or None."""
+    budget = [MAX_NODES]
+
+    def walk(value: object, depth: int, path: set[int]) -> str | None:
+        budget[0] -= 1
+        if budget[0] < 0:
+            return f"expands to more than {MAX_NODES:,} values (YAML aliases repeated over and over?)"
+        if not isinstance(value, (dict, list)):
+            return None
+        if depth > MAX_DEPTH:
+            return f"nested more than {MAX_DEPTH} levels deep"
+        if id(value) in path:
+            return "refers to itself (a YAML alias inside its own anchor)"
+        path.add(id(value))
+        items = [*value.keys(), *value.values()] if isinstance(value, dict) else value
+        for item in items:
+            why = walk(item, depth + 1, path)
+            if why:
+                return why
+        path.discard(id(value))
+        return None
+
+    return walk(data, 0, set())
 
 
 @dataclass(frozen=True)
@@ -109,7 +138,12 @@ def load_tour(path: str | Path) -> Tour:
     where = _rel(path)
     if not path.is_file():
         raise TourError([f"{where}: no such tour file"])
-    raw_bytes = path.read_bytes()
+    try:
+        if path.stat().st_size > MAX_TOUR_BYTES:
+            raise TourError([f"{where}: {path.stat().st_size:,} bytes; a tour file may hold {MAX_TOUR_BYTES:,}"])
+        raw_bytes = path.read_bytes()
+    except OSError as e:  # unreadable (permissions, I/O error): this tour is skipped, not the others
+        raise TourError([f"{where}: cannot be read ({e.strerror or e})"]) from None
     try:
         data = yaml.safe_load(raw_bytes.decode("utf-8"))
     except UnicodeDecodeError as e:
@@ -119,6 +153,11 @@ def load_tour(path: str | Path) -> Tour:
         at = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
         problem = getattr(e, "problem", None) or str(e)
         raise TourError([f"{where}: invalid YAML{at}: {problem}"]) from None
+    except RecursionError:
+        raise TourError([f"{where}: nested too deeply to read"]) from None
+    too_big = _check_size(data)
+    if too_big:
+        raise TourError([f"{where}: {too_big}"])
     problems: list[str] = []
 
     def bad(field_path: str, msg: str) -> None:
@@ -139,6 +178,8 @@ def load_tour(path: str | Path) -> Tour:
     for i, code in enumerate(languages):
         if not isinstance(code, str) or not LANG_RE.match(code):
             bad(f"languages[{i}]", f"{code!r} is not an ISO 639-1 code")
+        elif code in languages[:i]:
+            bad(f"languages[{i}]", f"{code!r} is listed twice")
         elif code not in LANGUAGES:
             log.warning("%s: language %r has no built-in prompts; answers use English instructions", where, code)
     languages = [c for c in languages if isinstance(c, str)]
@@ -200,6 +241,9 @@ def load_tour(path: str | Path) -> Tour:
         if not isinstance(facts, dict):
             bad(f"{at}.facts", "expected a mapping")
             facts = {}
+        for key in [k for k in facts if not isinstance(k, str) or not k.strip()]:
+            bad(f"{at}.facts.{key}", "a fact needs a name (a word such as height or built)")
+            del facts[key]
         coords = facts.get("coordinates")
         if coords is not None and not (
             isinstance(coords, list)

@@ -38,6 +38,7 @@ from tqdm import tqdm
 
 from .errors import GuideError, ModelUnavailable
 from .models import Pack, assemble_pack, register_pack, sha256_file
+from .retrieval import file_records, verify_files
 from .tours import Tour
 
 __all__ = [
@@ -67,6 +68,11 @@ log = logging.getLogger(__name__)
 
 MAX_SIDE = 1024  # pixels: load_image downscales larger photos (recognition needs no more)
 MIN_SIDE = 16  # pixels: smaller pictures hold nothing to recognise
+# Pixels decoded at most (after a JPEG's reduced-size decoding): 80 MP, 240 MB as RGB, covers any
+# camera's full-size PNG or WebP; more is a decompression bomb. Big JPEGs decode at 1/2..1/8 scale.
+MAX_PIXELS = 80_000_000
+MAX_FILE_BYTES = 200 * 1024 * 1024  # a photo file larger than this is not read at all
+MMAP_BYTES = 512 * 1024 * 1024  # photo-index descriptors larger than this are memory-mapped, not read
 PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
 FORMAT_VERSION = 1  # bump when features or the on-disk layout change: old photo indexes become stale
 PHOTO_INDEX_DIR = "_photos"  # index_root/_photos/<tour>/<recognizer>/ ('_' never starts a tour id)
@@ -130,30 +136,57 @@ class Recognizer(Protocol):
 # Images at the boundary
 
 
+_EMPTY_PHOTO = "The photo is empty. Please send it again."
+_TOO_LARGE = "That photo is far too large for me. Please send a smaller picture."
+_NOT_A_PHOTO = "That doesn't look like a photo I can read. Please send a JPEG or PNG picture."
+_DAMAGED = "The photo seems to be damaged or cut off. Please take or send it again."
+
+
 def _open_pil(source):
+    """A lazily decoded PIL image (only its header read) from a path, bytes or a file object."""
+    import warnings
+
     from PIL import Image, UnidentifiedImageError
 
     if isinstance(source, Image.Image):
         return source
     if isinstance(source, (bytes, bytearray, memoryview)):
         if not len(source):
-            raise GuideError("The photo is empty. Please send it again.")
+            raise GuideError(_EMPTY_PHOTO)
+        if len(source) > MAX_FILE_BYTES:
+            raise GuideError(_TOO_LARGE)
         stream = io.BytesIO(bytes(source))
     elif isinstance(source, (str, os.PathLike)):
         path = Path(source)
         if not path.is_file():
             raise GuideError(f"I couldn't find the photo {path.name!r}. Please send it again.")
-        stream = io.BytesIO(path.read_bytes())
+        try:
+            size = path.stat().st_size
+            if size > MAX_FILE_BYTES:
+                raise GuideError(_TOO_LARGE)
+            stream = io.BytesIO(path.read_bytes())
+        except OSError as e:
+            log.warning("photo %s unreadable: %s", path, e)
+            raise GuideError(f"I couldn't read the photo {path.name!r}. Please send it again.") from None
+        if not size:
+            raise GuideError(_EMPTY_PHOTO)
     elif hasattr(source, "read"):
-        stream = io.BytesIO(source.read())
+        data = source.read(MAX_FILE_BYTES + 1)
+        if not data:
+            raise GuideError(_EMPTY_PHOTO)
+        if len(data) > MAX_FILE_BYTES:
+            raise GuideError(_TOO_LARGE)
+        stream = io.BytesIO(data)
     else:
         raise TypeError(f"load_image takes a path, bytes, a PIL image or a numpy array, not {type(source).__name__}")
     try:
-        return Image.open(stream)
+        with warnings.catch_warnings():  # the size is checked by load_image, after a JPEG's draft mode
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            return Image.open(stream)
     except Image.DecompressionBombError:
-        raise GuideError("That photo is far too large for me. Please send a smaller picture.") from None
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
-        raise GuideError("That doesn't look like a photo I can read. Please send a JPEG or PNG picture.") from None
+        raise GuideError(_TOO_LARGE) from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError):
+        raise GuideError(_NOT_A_PHOTO) from None
 
 
 def _to_rgb(im):
@@ -221,14 +254,24 @@ def load_image(source, *, max_side: int = MAX_SIDE) -> np.ndarray:
         try:
             if im is not source and getattr(im, "format", None) == "JPEG":
                 im.draft(None, (max_side, max_side))  # decode huge JPEGs at 1/2, 1/4 or 1/8 scale
-            im.load()
         except Exception:  # PIL raises OSError, SyntaxError, ValueError... for damaged files
-            raise GuideError("The photo seems to be damaged or cut off. Please take or send it again.") from None
+            raise GuideError(_DAMAGED) from None
+        if im is not source and im.width * im.height > MAX_PIXELS:  # before a single pixel is decoded
+            log.info("photo refused: %dx%d pixels (%s)", im.width, im.height, im.format)
+            raise GuideError(_TOO_LARGE)
+        try:
+            im.load()  # the first frame of an animation
+        except Exception:  # PIL raises OSError, SyntaxError, ValueError... for damaged files
+            raise GuideError(_DAMAGED) from None
         try:
             im = ImageOps.exif_transpose(im)
         except Exception as e:  # a malformed EXIF block must not lose the photo
             log.debug("EXIF orientation ignored: %s", e)
-        a = np.asarray(_to_rgb(im))
+        try:
+            a = np.asarray(_to_rgb(im))
+        except (OSError, ValueError) as e:  # a colour mode PIL cannot turn into RGB (LAB, HSV TIFFs...)
+            log.info("photo refused: mode %s (%s)", im.mode, e)
+            raise GuideError(_NOT_A_PHOTO) from None
     if min(a.shape[:2]) < MIN_SIDE:
         raise GuideError("That picture is too small to recognise anything. Please send a larger photo.")
     return np.ascontiguousarray(_downscale(a, max_side), dtype=np.uint8)
@@ -705,6 +748,7 @@ class PhotoIndex:
                 np.save(build / "descriptors.npy", np.asarray(self._desc, dtype=np.uint8))
                 np.save(build / "offsets.npy", np.asarray(self._offsets, dtype=np.int64))
                 np.save(build / "shapes.npy", np.asarray(self._shapes, dtype=np.int32))
+            self.manifest["files"] = file_records(build)
             (build / "manifest.json").write_text(json.dumps(self.manifest, indent=2, ensure_ascii=False))
             name = f"build-{self.manifest.get('content_hash', 'x')[:12]}-{int(time.time() * 1000)}"
             os.rename(build, folder / name)
@@ -725,15 +769,25 @@ class PhotoIndex:
         folder = Path(folder)
         current = folder / (folder / "CURRENT").read_text().strip()
         manifest = json.loads((current / "manifest.json").read_text())
+        verify_files(current, manifest.get("files"))
         with open(current / "photos.jsonl", encoding="utf-8") as f:
             photos = [ReferencePhoto(**json.loads(line)) for line in f if line.strip()]
         dense = faiss.read_index(str(current / "global.faiss"))
+        if dense.ntotal != len(photos) or manifest.get("n_photos", len(photos)) != len(photos):
+            raise ValueError(f"photos.jsonl lists {len(photos)} photos, global.faiss holds {dense.ntotal}")
         vectors = dense.reconstruct_n(0, dense.ntotal) if dense.ntotal else np.zeros((0, dense.d), np.float32)
         local = {}
         if (current / "offsets.npy").is_file():
-            local = dict(keypoints=np.load(current / "keypoints.npy", mmap_mode="r"),
-                         descriptors=np.load(current / "descriptors.npy", mmap_mode="r"),  # read on demand
+            # Read into memory: a file truncated on disk while it is mapped would kill the process (SIGBUS).
+            # Only descriptors too large to hold are mapped (rebuilds write new files, never these).
+            big = (current / "descriptors.npy").stat().st_size > MMAP_BYTES
+            local = dict(keypoints=np.load(current / "keypoints.npy"),
+                         descriptors=np.load(current / "descriptors.npy", mmap_mode="r" if big else None),
                          offsets=np.load(current / "offsets.npy"), shapes=np.load(current / "shapes.npy"))
+            offsets = local["offsets"]
+            if (len(offsets) != len(photos) + 1 or len(local["shapes"]) != len(photos)
+                    or int(offsets[-1]) != len(local["keypoints"]) or int(offsets[-1]) != len(local["descriptors"])):
+                raise ValueError("the local-feature files of the photo index disagree on their sizes")
         return cls(photos, vectors, manifest=manifest, **local)
 
 

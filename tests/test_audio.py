@@ -2,6 +2,7 @@
 
 import io
 import shutil
+import struct
 import subprocess
 import wave
 
@@ -167,3 +168,17 @@ def test_resample_keeps_pitch_and_length():
     x = tone(rate=44100, channels=1, freq=2000)
     y = audio.resample(x, 44100, 16000)
     assert abs(len(y) - 16000) < 40 and abs(dominant_hz(y) - 2000) < 5
+
+
+def test_long_recordings_are_measured_as_a_visitor_would_say():
+    with pytest.raises(GuideError, match="That recording is 10 minutes long; please keep your question under 60"):
+        to_mono_16k(wav_bytes(np.zeros(8000 * 600, np.float32), 8000))
+    assert audio._duration(70) == "70 seconds" and audio._duration(600) == "10 minutes"
+    assert audio._duration(3 * 3600) == "3 hours"
+
+
+def test_a_header_that_lies_about_the_length_is_decoded_not_believed():
+    data = bytearray(wav_bytes(np.full(8000, 0.1, np.float32), 8000))  # 1 s of sound...
+    struct.pack_into("<I", data, 40, 8000 * 2 * 3600 * 3)  # ...whose header says 3 hours of it
+    wav = to_mono_16k(bytes(data))
+    assert abs(len(wav) / SAMPLE_RATE - 1.0) < 0.1 and abs(float(wav.mean()) - 0.1) < 0.01

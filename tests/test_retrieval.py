@@ -128,3 +128,53 @@ def test_cross_lingual_retrieval_with_e5(tmp_path):
     ]:
         hits = index.search(question, e5.embed_queries([question])[0], k=1)
         assert hits[0].passage.attraction == expected, question
+
+
+def _current(root):
+    folder = root / "minitour"
+    return folder / (folder / "CURRENT").read_text().strip()
+
+
+def test_manifest_records_every_file_and_load_checks_them(tmp_path, index):
+    from guide.retrieval import verify_files
+
+    build = _current(tmp_path)
+    files = read_manifest(tmp_path / "minitour")["files"]
+    assert set(files) == {"dense.faiss", "bm25.npz", "passages.jsonl"}
+    assert all(f["bytes"] == (build / name).stat().st_size and len(f["sha256"]) == 64 for name, f in files.items())
+    verify_files(build, files)  # as written: fine
+    data = (build / "bm25.npz").read_bytes()
+    (build / "bm25.npz").write_bytes(data[:-10])
+    with pytest.raises(ValueError, match="bm25.npz is .* bytes, .* were written"):
+        HybridIndex.load(tmp_path / "minitour")
+    (build / "bm25.npz").write_bytes(data[:-1] + bytes([data[-1] ^ 1]))  # same size, one bit flipped
+    with pytest.raises(ValueError, match="bm25.npz changed since it was written"):
+        HybridIndex.load(tmp_path / "minitour")
+    (build / "bm25.npz").unlink()
+    with pytest.raises(ValueError, match="bm25.npz is missing"):
+        HybridIndex.load(tmp_path / "minitour")
+
+
+def test_passages_cut_at_a_line_end_are_caught_by_the_counts(tmp_path, index):
+    build = _current(tmp_path)
+    manifest = json.loads((build / "manifest.json").read_text())
+    del manifest["files"]  # an index written before files were recorded: only the counts can tell
+    (build / "manifest.json").write_text(json.dumps(manifest))
+    lines = (build / "passages.jsonl").read_text(encoding="utf-8").splitlines(keepends=True)
+    (build / "passages.jsonl").write_text("".join(lines[: len(lines) // 2]), encoding="utf-8")
+    with pytest.raises(ValueError, match="disagree on the number of passages"):
+        HybridIndex.load(tmp_path / "minitour")
+
+
+@pytest.mark.parametrize("name", ["dense.faiss", "bm25.npz", "passages.jsonl", "manifest.json"])
+def test_truncated_index_file_is_rebuilt_by_ensure_index(tmp_path, name, caplog):
+    tour = load_tour(MINITOUR)
+    first = ensure_index(tour, HashingEmbedder(), tmp_path, progress=False)
+    path = _current(tmp_path) / name
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 3])
+    caplog.set_level("INFO", logger="guide.retrieval")
+    again = ensure_index(tour, HashingEmbedder(), tmp_path, progress=False)
+    assert "indexed tour minitour" in caplog.text
+    assert [p.id for p in again.passages] == [p.id for p in first.passages]
+    assert search(again, "oldest bridge Seine", k=1)[0].passage.attraction == "pont-neuf"
+    assert HybridIndex.load(tmp_path / "minitour").passages  # and what is on disk now is whole

@@ -109,6 +109,68 @@ def test_broken_yaml_and_missing_file_are_clear(tmp_path):
         load_tour(tmp_path / "bin")
 
 
+GOOD = """
+id: city
+name: {en: City}
+languages: [en]
+attractions:
+  - {id: a, names: {en: [A]}, descriptions: {en: "Text."}, facts: {height: 5 m}}
+"""
+
+
+def test_a_yaml_alias_bomb_is_refused_quickly(tmp_path):
+    import time
+
+    levels = 'l0: &l0 ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]\n'
+    levels += "".join(f"l{n}: &l{n} [{', '.join([f'*l{n - 1}'] * 9)}]\n" for n in range(1, 9))  # 9^9 values
+    d = write(tmp_path, levels + GOOD.replace("facts: {height: 5 m}", "facts: {height: *l8}"))
+    t = time.perf_counter()
+    with pytest.raises(TourError, match="expands to more than"):
+        load_tour(d)
+    assert time.perf_counter() - t < 10
+
+
+def test_a_self_referencing_alias_and_absurd_nesting_are_refused(tmp_path):
+    d = write(tmp_path, GOOD.replace("facts: {height: 5 m}", "facts: &f {height: 5 m, again: *f}"))
+    with pytest.raises(TourError, match="refers to itself"):
+        load_tour(d)
+    deep = write(tmp_path, GOOD.replace("5 m", "[" * 100 + "]" * 100), folder="deep")
+    with pytest.raises(TourError, match="nested more than"):
+        load_tour(deep)
+
+
+def test_an_unreadable_or_oversized_tour_file_is_a_tour_error(tmp_path, monkeypatch):
+    import pathlib
+
+    import guide.tours as tours
+
+    d = write(tmp_path, GOOD)
+    real = pathlib.Path.read_bytes
+
+    def denied(self):
+        if self.name == "tour.yaml":
+            raise PermissionError(13, "Permission denied")
+        return real(self)
+
+    monkeypatch.setattr(pathlib.Path, "read_bytes", denied)
+    with pytest.raises(TourError, match="cannot be read \\(Permission denied\\)"):
+        load_tour(d)
+    monkeypatch.undo()
+    assert load_tour(d).attraction("a").fact("height") == "5 m"  # readable again: it loads
+    monkeypatch.setattr(tours, "MAX_TOUR_BYTES", 10)
+    with pytest.raises(TourError, match="a tour file may hold 10"):
+        load_tour(d)
+
+
+def test_facts_without_names_and_languages_listed_twice_are_reported(tmp_path):
+    d = write(tmp_path, GOOD.replace("languages: [en]", "languages: [en, en]").replace(
+        "facts: {height: 5 m}", "facts: {height: 5 m, 1889: built}"))
+    with pytest.raises(TourError) as e:
+        load_tour(d)
+    assert "languages[1]: 'en' is listed twice" in str(e.value)
+    assert "attractions[0].facts.1889: a fact needs a name" in str(e.value)
+
+
 def test_id_must_match_folder(tmp_path):
     d = write(tmp_path, """
         id: other

@@ -137,6 +137,46 @@ def test_empty_missing_and_tiny_pictures_are_friendly_errors(tmp_path):
         load_image(12345)
 
 
+def test_zero_byte_photo_file_says_empty(tmp_path):
+    empty = tmp_path / "photo.jpg"
+    empty.write_bytes(b"")
+    with pytest.raises(GuideError, match="The photo is empty"):
+        load_image(empty)
+    with pytest.raises(GuideError, match="The photo is empty"):
+        load_image(io.BytesIO(b""))
+
+
+def test_too_many_pixels_are_refused_unless_a_jpeg_can_decode_smaller(monkeypatch):
+    import guide.vision as vision
+
+    monkeypatch.setattr(vision, "MAX_PIXELS", 500_000)
+    with pytest.raises(GuideError, match="far too large"):
+        load_image(png_bytes(Image.new("RGB", (800, 700), (1, 2, 3))), max_side=256)  # 560,000 pixels
+    # a JPEG decodes at 1/2..1/8 scale: 4000 x 3000 (12 MP) decodes as 500 x 375 for max_side 256
+    assert load_image(jpeg_bytes(Image.new("RGB", (4000, 3000), (200, 30, 30))), max_side=256).shape == (192, 256, 3)
+    assert load_image(png_bytes(Image.new("RGB", (600, 600)))).shape == (600, 600, 3)  # 360,000: fine
+
+
+def test_oversized_photo_files_are_not_read(tmp_path, monkeypatch):
+    import guide.vision as vision
+
+    data = jpeg_bytes(Image.new("RGB", (64, 64), (9, 9, 9)))
+    monkeypatch.setattr(vision, "MAX_FILE_BYTES", len(data) - 1)
+    path = tmp_path / "photo.jpg"
+    path.write_bytes(data)
+    for source in (data, path, io.BytesIO(data)):
+        with pytest.raises(GuideError, match="far too large"):
+            load_image(source)
+
+
+def test_gradio_preprocessing_is_not_needed_for_an_animated_gif():
+    frames = [Image.new("RGB", (40, 30), c) for c in ((250, 0, 0), (0, 250, 0))]
+    buf = io.BytesIO()
+    frames[0].save(buf, "GIF", save_all=True, append_images=frames[1:], duration=50)
+    a = load_image(buf.getvalue())
+    assert a.shape == (30, 40, 3) and is_red(a[15, 20])  # the first frame
+
+
 # ---------------------------------------------------------------------------------------------
 # Local-feature verification on synthetic scenes (no weights)
 
@@ -259,6 +299,33 @@ def test_photo_index_is_built_reloaded_and_rebuilt_when_photos_change(photo_tour
     assert (folder / "CURRENT").read_text() != build
     assert rebuilt.index.manifest["photos_per_attraction"]["pont-neuf"] == 1
     assert [p.name for p in folder.iterdir() if p.name.startswith("build-")] == [(folder / "CURRENT").read_text()]
+
+
+@pytest.mark.parametrize("name", ["global.faiss", "photos.jsonl", "descriptors.npy", "offsets.npy", "manifest.json"])
+def test_a_photo_index_truncated_on_disk_is_rebuilt(photo_tour, tmp_path, name):
+    pytest.importorskip("open_clip")
+    from guide.vision import PhotoIndex, PhotoRecognizer
+
+    options = VisionOptions()
+    rec = tiny_recognizer(photo_tour, tmp_path)
+    folder = photo_index_folder(tmp_path / "indexes", photo_tour, "clip:tiny-clip")
+    if name in ("descriptors.npy", "offsets.npy"):  # tiny-clip keeps no local features: write an index that has
+        from guide.vision import extract_local_features, load_image
+
+        feats = [extract_local_features(load_image(photo_tour.folder / p.file), options) for p in rec.index.photos]
+        manifest = dict(rec.index.manifest)
+        PhotoIndex.from_features(rec.index.photos, rec.index.vectors, feats, manifest).save(folder)
+        loaded = PhotoIndex.load(folder)
+        assert loaded.has_local and not isinstance(loaded._desc, np.memmap)  # read, not mapped: no SIGBUS
+    build = folder / (folder / "CURRENT").read_text().strip()
+    path = build / name
+    path.write_bytes(path.read_bytes()[: max(1, path.stat().st_size // 2)])
+    with pytest.raises(Exception):  # noqa: B017 - whatever the damage, load() must not return an index
+        PhotoIndex.load(folder)
+    again = tiny_recognizer(photo_tour, tmp_path)  # ensure_photo_index: detected and rebuilt
+    assert (folder / "CURRENT").read_text().strip() != build.name
+    assert len(again.index) == 4 and again.index.manifest["n_photos"] == 4
+    assert isinstance(again, PhotoRecognizer)
 
 
 def test_zero_shot_scores_every_attraction_by_its_names(photo_tour, tmp_path):
