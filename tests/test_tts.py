@@ -127,7 +127,7 @@ def test_available_voices_covers_the_guide_languages():
 
 
 def test_unknown_tts_names_list_the_choices():
-    with pytest.raises(ValueError, match="auto, espeak-ng, piper, coqui"):
+    with pytest.raises(ValueError, match="auto, espeak-ng, piper, kokoro, coqui"):
         load_tts("festival")
     with pytest.raises(ValueError, match="no Piper voice"):
         tts_mod.Piper.load("/nonexistent/voice.onnx") if importlib.util.find_spec("piper") else \
