@@ -226,6 +226,46 @@ def test_blank_photo_has_no_features_and_verifies_nothing():
     assert verify_pair(blank, extract_local_features(scene(3))).inliers == 0
 
 
+def test_a_dark_photo_keeps_its_keypoints_with_clahe():
+    import dataclasses
+
+    dark = (scene(4).astype(np.float32) * 0.08).astype(np.uint8)  # ~3.6 EV under: evening
+    on = VisionOptions()
+    off = dataclasses.replace(on, clahe=0.0)
+    assert on.clahe > 0
+    assert len(extract_local_features(dark, on)) > 1.5 * len(extract_local_features(dark, off))
+    day = extract_local_features(scene(4), on)
+    assert verify_pair(extract_local_features(dark, on), day, on).effective(on) >= 3 * on.min_inliers
+
+
+def test_a_non_planar_view_is_verified_by_one_model_or_the_other():
+    import cv2
+
+    # two halves of the scene moved apart: no single homography, but each half is one; the
+    # fundamental matrix (any rigid scene) or a homography must still line most of it up
+    a = scene(5)
+    b = a.copy()
+    b[:, 320:] = np.roll(a[:, 320:], 25, axis=0)  # the right half seen from lower down
+    b = cv2.warpAffine(b, cv2.getRotationMatrix2D((320, 240), 5, 0.9), (640, 480), borderMode=cv2.BORDER_REFLECT)
+    opts = VisionOptions()
+    v = verify_pair(extract_local_features(b, opts), extract_local_features(a, opts), opts)
+    assert v.effective(opts) >= 5 * opts.min_inliers and v.model in ("fundamental", "homography")
+
+
+def test_support_adds_up_an_attractions_photos_and_the_decision_needs_a_margin():
+    from guide.photo_features import FeatureOptions, attraction_support, decide
+
+    o = FeatureOptions(min_inliers=8, margin=2.0, support_photos=2, support_weight=0.5)
+    support = attraction_support([("a", 6), ("a", 4), ("a", 100), ("b", 3)], o)
+    assert support == {"a": 103.0, "b": 3.0}  # the best photo, plus half the next; the third not at all
+    assert attraction_support([("a", 6), ("a", 4)], o)["a"] == 8.0  # two weak photos together reach 8
+    d = decide({"a": 20.0, "b": 9.0}, o)
+    assert d.attraction == "a" and d.score >= 0.5 and [c for c, _ in d.candidates] == ["a", "b"]
+    d = decide({"a": 20.0, "b": 11.0}, o)  # under twice the runner-up: not named, but still ranked first
+    assert d.attraction is None and d.top == "a" and d.runner == "b" and d.score < 0.5
+    assert decide({"a": 7.0}, o).attraction is None and decide({}, o).candidates == []
+
+
 # ---------------------------------------------------------------------------------------------
 # CLIP plumbing with the tiny random model
 
@@ -424,6 +464,10 @@ def test_unknown_landmark_is_rejected(dev_recognizer, dev_dir, photo):
     result = dev_recognizer.recognize(next(dev_dir.glob(photo)))
     assert result.attraction is None and result.name is None
     assert result.score < 0.5 and result.why
+    # what the guide needs to ask which place is meant
+    names = {"Eiffel Tower", "Sacré-Cœur", "Tower Bridge", "Piazza San Marco"}
+    assert 1 <= len(result.nearest) <= 3 and set(result.nearest) <= names
+    assert result.hint and result.hint_kind in ("whole-building", "more-detail", "which-one")
 
 
 @pytest.mark.slow
