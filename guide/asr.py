@@ -8,6 +8,7 @@ identification is restricted to the languages the caller allows; typical Whisper
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 import logging
@@ -15,7 +16,9 @@ import os
 import re
 import struct
 import tempfile
+import threading
 import unicodedata
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +33,7 @@ from .models import Pack, assemble_pack, pack_status, register_pack
 __all__ = [
     "Segment", "Transcript", "Transcriber", "WhisperTranscriber", "load_asr", "available_asr", "describe",
     "BACKENDS", "SAMPLE_RATE", "pick_language", "filter_segments", "collapse_repeats", "is_hallucination",
-    "speech_chunks", "read_ct2_model", "ct2_to_openai_checkpoint", "openai_checkpoint",
+    "speech_chunks", "read_ct2_model", "ct2_to_openai_checkpoint", "openai_checkpoint", "doubt_about",
 ]
 
 log = logging.getLogger(__name__)
@@ -80,7 +83,10 @@ class Transcript:
     text: str  # "" when nothing was said
     language: str  # ISO 639-1 code, chosen among the allowed languages
     probability: float  # of that language, renormalised over the allowed languages (1.0 when given)
-    segments: tuple[Segment, ...] = ()
+    segments: tuple[Segment, ...] = ()  # the segments kept (text), with Whisper's confidence in each
+    detected: str = ""  # Whisper's most probable language among all it knows ("" when the language was given)
+    detected_probability: float = 0.0  # its probability, over all languages
+    dropped: tuple[Segment, ...] = ()  # segments the hallucination guard removed
 
 
 @runtime_checkable
@@ -179,7 +185,14 @@ def collapse_repeats(text: str, *, max_repeats: int = 2, max_n: int = 8) -> str:
 def filter_segments(segments: Sequence[Segment], *, min_avg_logprob: float = -1.5,
                     no_speech_threshold: float = 0.6, no_speech_logprob: float = -0.8) -> list[Segment]:
     """Drop segments that are likely hallucinations and cut repeated n-grams in the rest."""
-    kept = []
+    return _screen(segments, min_avg_logprob=min_avg_logprob, no_speech_threshold=no_speech_threshold,
+                   no_speech_logprob=no_speech_logprob)[0]
+
+
+def _screen(segments: Sequence[Segment], *, min_avg_logprob: float = -1.5, no_speech_threshold: float = 0.6,
+            no_speech_logprob: float = -0.8) -> tuple[list[Segment], list[Segment]]:
+    """(kept, dropped): filter_segments, also returning what it dropped."""
+    kept, dropped = [], []
     for s in segments:
         text = s.text.strip()
         why = None
@@ -193,12 +206,51 @@ def filter_segments(segments: Sequence[Segment], *, min_avg_logprob: float = -1.
             why = "stock phrase"
         if why:
             log.debug("dropped segment %r (%s)", text, why)
+            if text:
+                dropped.append(s)
             continue
         collapsed = collapse_repeats(text)
         if collapsed != text:
             log.debug("cut a repeated n-gram: %r -> %r", text, collapsed)
         kept.append(Segment(s.start, s.end, collapsed, s.avg_logprob, s.no_speech_prob, s.compression_ratio))
-    return kept
+    return kept, dropped
+
+
+# --- was it heard well enough to answer? -----------------------------------------------------------
+
+# Measured with Whisper base (faster-whisper, float32, beam 5) on the 38 dev recordings (9 languages,
+# detection among all 9) and on garbled input (`tests/test_speech_stream_slow.py` repeats it):
+# - Whisper's own language confidence, over every language it knows: clean speech 0.90-1.00 (one to
+#   twenty seconds); espeak-ng French, which Whisper base does not understand, 0.22-0.56.
+# - mean token log-probability of the kept segments: clean speech -0.21 to -0.69; garbled -0.72 to -1.42.
+# - a recording in a language outside the allowed ones (Italian, Korean, Portuguese on the Paris
+#   tour; Chinese, Japanese, Korean, Portuguese on the Rome tour) was identified as that language
+#   with 0.97-1.00 in all 18 cases, and none of the clean recordings was identified as a language
+#   outside the nine.
+# With the limits below no clean recording is refused and every garbled one is.
+MIN_LANGUAGE_CONFIDENCE = 0.4  # below: the voice is not clearly speech in any language
+MIN_AVG_LOGPROB = -0.8  # below: Whisper was unsure of the words it wrote
+OTHER_LANGUAGE_CONFIDENCE = 0.8  # a language outside the allowed ones, identified at least this surely
+
+
+def doubt_about(transcript: Transcript, languages: Sequence[str] | None = None) -> str | None:
+    """Why a transcript should not be answered, or None when it can be.
+
+    "language": the recording is clearly in a language outside `languages`; "unclear": Whisper
+    was unsure (low language confidence or low token log-probability); "nothing": there was speech but
+    every segment was dropped as a hallucination. An empty transcript of silence is None (nothing to doubt).
+    """
+    t = transcript
+    if languages and t.detected and t.detected not in languages and \
+            t.detected_probability >= OTHER_LANGUAGE_CONFIDENCE:
+        return "language"
+    if not t.segments:
+        return "nothing" if t.dropped else None
+    if t.detected and t.detected_probability < MIN_LANGUAGE_CONFIDENCE:
+        return "unclear"
+    weights = [max(s.end - s.start, 1e-3) for s in t.segments]
+    logprob = sum(s.avg_logprob * w for s, w in zip(t.segments, weights)) / sum(weights)
+    return "unclear" if logprob < MIN_AVG_LOGPROB else None
 
 
 def _join(segments: Sequence[Segment]) -> str:
@@ -273,12 +325,17 @@ class WhisperTranscriber:
             lang = language or (languages[0] if languages else "en")
             return Transcript("", lang, 0.0 if not language else 1.0, ())
         speech = np.concatenate([wav[s:e] for s, e in chunks])
+        detected, detected_p = "", 0.0
         if language:
             lang, prob = language, 1.0
         else:
-            lang, prob = pick_language(self._language_probs(speech), languages)
-        segments = filter_segments(self._decode(speech, lang, _TimeMap(chunks)))
-        return Transcript(_join(segments), lang, prob, tuple(segments))
+            probs = self._language_probs(speech)
+            lang, prob = pick_language(probs, languages)
+            if probs:
+                detected = max(probs, key=probs.get)
+                detected_p = float(probs[detected])
+        segments, dropped = _screen(self._decode(speech, lang, _TimeMap(chunks)))
+        return Transcript(_join(segments), lang, prob, tuple(segments), detected, detected_p, tuple(dropped))
 
     def _language_probs(self, speech: np.ndarray) -> dict[str, float]:
         raise NotImplementedError
@@ -287,15 +344,47 @@ class WhisperTranscriber:
         raise NotImplementedError
 
 
+class _EncoderMemo:
+    """WhisperModel.encode, remembering its last outputs: language identification and decoding encode
+    the same first 30 s window, and the encoder is most of Whisper's time on a CPU (measured on the
+    2-core machine: 1.2 s of a 5 s question's 2.4-3.8 s)."""
+
+    def __init__(self, encode, size: int = 2):
+        self.encode, self.size = encode, size
+        self._lock = threading.Lock()
+        self._outputs: OrderedDict[bytes, object] = OrderedDict()
+
+    def __call__(self, features: np.ndarray):
+        key = hashlib.blake2b(np.ascontiguousarray(features).tobytes(), digest_size=16).digest() + \
+            str(features.shape).encode()
+        with self._lock:
+            if key in self._outputs:
+                return self._outputs.pop(key)  # each window is decoded once after it is identified
+        output = self.encode(features)
+        with self._lock:
+            self._outputs[key] = output
+            while len(self._outputs) > self.size:
+                self._outputs.popitem(last=False)
+        return output
+
+
 class FasterWhisper(WhisperTranscriber):
     """Whisper on CTranslate2 (int8 on CPU): about twice as fast as openai-whisper on the same weights."""
 
     def __init__(self, model, name: str, *, beam_size: int = 5):
         self.model, self.name, self.beam_size = model, name, beam_size
+        if not isinstance(getattr(model, "encode", None), _EncoderMemo) and hasattr(model, "feature_extractor"):
+            model.encode = _EncoderMemo(model.encode)
 
     def _language_probs(self, speech):
-        _, _, probs = self.model.detect_language(audio=speech)
-        return dict(probs)
+        from faster_whisper.audio import pad_or_trim
+
+        # the first window exactly as WhisperModel.transcribe will cut it, so its encoding is reused
+        extractor = self.model.feature_extractor
+        features = extractor(speech)
+        window = pad_or_trim(features[:, : min(extractor.nb_max_frames, features.shape[-1] - 1)])
+        results = self.model.model.detect_language(self.model.encode(window))[0]
+        return {token[2:-2]: float(p) for token, p in results}
 
     def _decode(self, speech, language, timemap):
         segments, _ = self.model.transcribe(speech, language=language, task="transcribe", beam_size=self.beam_size,

@@ -186,6 +186,85 @@ _PHRASES: dict[str, dict[str, str]] = {
         "ja": "メッセージが長すぎます（{n}文字）。短い質問にしてください。",
         "ko": "메시지가 너무 깁니다({n}자). 더 짧게 질문해 주세요.",
     },
+    # a recording the guide is not sure it understood: it says what it heard and asks again
+    "heard_unsure": {
+        "en": "I'm not sure I heard you right. I understood: “{heard}”. Could you say it again, or type your "
+              "question?",
+        "fr": "Je ne suis pas sûr d'avoir bien entendu. J'ai compris : « {heard} ». Pouvez-vous répéter, ou écrire "
+              "votre question ?",
+        "de": "Ich bin nicht sicher, ob ich Sie richtig verstanden habe. Ich habe verstanden: „{heard}“. Könnten Sie "
+              "es noch einmal sagen oder Ihre Frage eintippen?",
+        "es": "No estoy seguro de haberle entendido bien. Entendí: «{heard}». ¿Puede repetirlo o escribir su "
+              "pregunta?",
+        "it": "Non sono sicuro di aver capito bene. Ho capito: «{heard}». Puoi ripetere o scrivere la domanda?",
+        "pt": "Não tenho certeza de ter entendido bem. Entendi: “{heard}”. Pode repetir ou escrever a sua pergunta?",
+        "nl": "Ik weet niet zeker of ik je goed heb verstaan. Ik verstond: ‘{heard}’. Wil je het nog eens zeggen of "
+              "je vraag typen?",
+        "zh": "我不确定是否听清楚了。我听到的是：“{heard}”。请再说一遍，或者输入您的问题。",
+        "ja": "うまく聞き取れたか自信がありません。「{heard}」と聞こえました。もう一度話すか、質問を入力してください。",
+        "ko": "제대로 들었는지 확실하지 않습니다. \"{heard}\"(이)라고 들었습니다. 다시 말씀해 주시거나 질문을 입력해 주세요.",
+    },
+    "not_heard": {
+        "en": "I couldn't make out a question in that recording. Could you say it again, or type your question?",
+        "fr": "Je n'ai pas compris de question dans cet enregistrement. Pouvez-vous répéter, ou écrire votre "
+              "question ?",
+        "de": "Ich konnte in der Aufnahme keine Frage verstehen. Könnten Sie es noch einmal sagen oder Ihre Frage "
+              "eintippen?",
+        "es": "No he podido entender ninguna pregunta en la grabación. ¿Puede repetirla o escribir su pregunta?",
+        "it": "Non sono riuscito a capire una domanda nella registrazione. Puoi ripetere o scrivere la domanda?",
+        "pt": "Não consegui entender nenhuma pergunta na gravação. Pode repetir ou escrever a sua pergunta?",
+        "nl": "Ik kon in de opname geen vraag verstaan. Wil je het nog eens zeggen of je vraag typen?",
+        "zh": "我没能从录音中听出问题。请再说一遍，或者输入您的问题。",
+        "ja": "録音から質問を聞き取れませんでした。もう一度話すか、質問を入力してください。",
+        "ko": "녹음에서 질문을 알아듣지 못했습니다. 다시 말씀해 주시거나 질문을 입력해 주세요.",
+    },
+    # {language}: the language heard (its own name); {choices}: the tour's languages
+    "heard_other_language": {
+        "en": "I heard a language this tour does not speak ({language}). Please ask in one of its languages "
+              "({choices}), or type your question.",
+        "fr": "J'ai entendu une langue que cette visite ne parle pas ({language}). Posez votre question dans l'une "
+              "de ses langues ({choices}), ou écrivez-la.",
+        "de": "Ich habe eine Sprache gehört, die diese Tour nicht spricht ({language}). Bitte fragen Sie in einer "
+              "ihrer Sprachen ({choices}) oder tippen Sie Ihre Frage ein.",
+        "es": "He oído un idioma que este recorrido no habla ({language}). Pregunte en uno de sus idiomas "
+              "({choices}) o escriba su pregunta.",
+        "it": "Ho sentito una lingua che questo tour non parla ({language}). Fai la domanda in una delle sue lingue "
+              "({choices}) o scrivila.",
+        "pt": "Ouvi uma língua que este passeio não fala ({language}). Pergunte numa das suas línguas ({choices}) "
+              "ou escreva a sua pergunta.",
+        "nl": "Ik hoorde een taal die deze tour niet spreekt ({language}). Stel je vraag in een van de talen van de "
+              "tour ({choices}) of typ hem.",
+        "zh": "我听到的语言（{language}）本次游览暂不支持。请用以下语言之一提问（{choices}），或者输入您的问题。",
+        "ja": "このツアーが対応していない言語（{language}）が聞こえました。対応言語（{choices}）のいずれかで話すか、"
+              "質問を入力してください。",
+        "ko": "이 투어가 지원하지 않는 언어({language})로 들렸습니다. 투어의 언어({choices}) 중 하나로 질문하시거나 "
+              "질문을 입력해 주세요.",
+    },
+    # the answer model failed in the middle of an answer (its process died): nothing was answered
+    "llm_failed": {
+        "en": "The answer model stopped; please ask again in a moment.",
+        "fr": "Le modèle de réponse s'est arrêté ; veuillez reposer votre question dans un instant.",
+        "de": "Das Antwortmodell ist ausgefallen; bitte fragen Sie in einem Moment noch einmal.",
+        "es": "El modelo de respuestas se ha detenido; vuelva a preguntar en un momento.",
+        "it": "Il modello delle risposte si è fermato; riprova tra un momento.",
+        "pt": "O modelo de respostas parou; pergunte novamente daqui a pouco.",
+        "nl": "Het antwoordmodel is gestopt; stel je vraag zo dadelijk opnieuw.",
+        "zh": "回答模型停止了运行，请稍后再问一次。",
+        "ja": "回答モデルが停止しました。少し待ってから、もう一度質問してください。",
+        "ko": "답변 모델이 멈췄습니다. 잠시 후에 다시 질문해 주세요.",
+    },
+    "speech_failed": {
+        "en": "I couldn't speak this answer aloud; it is written above.",
+        "fr": "Je n'ai pas pu lire cette réponse à voix haute ; elle est écrite ci-dessus.",
+        "de": "Ich konnte diese Antwort nicht vorlesen; sie steht oben.",
+        "es": "No he podido leer esta respuesta en voz alta; está escrita arriba.",
+        "it": "Non sono riuscito a leggere ad alta voce questa risposta; è scritta qui sopra.",
+        "pt": "Não consegui ler esta resposta em voz alta; ela está escrita acima.",
+        "nl": "Ik kon dit antwoord niet voorlezen; het staat hierboven.",
+        "zh": "我无法朗读这个回答，请看上面的文字。",
+        "ja": "この回答を読み上げられませんでした。上の文章をご覧ください。",
+        "ko": "이 답변을 소리 내어 읽지 못했습니다. 위에 적힌 내용을 확인해 주세요.",
+    },
 }
 
 

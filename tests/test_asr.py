@@ -14,6 +14,7 @@ from guide.asr import (
     Transcript,
     WhisperTranscriber,
     collapse_repeats,
+    doubt_about,
     filter_segments,
     is_hallucination,
     load_asr,
@@ -84,6 +85,42 @@ def test_transcriber_restricts_and_forces_languages():
     assert fake.decoded[-1][1] == "de"
     forced = fake.transcribe(wav, languages=["de", "nl"], language="fr")
     assert forced.language == "fr" and forced.probability == 1.0 and fake.detected == 1
+
+
+def test_transcript_keeps_whispers_own_guess_and_what_the_guard_dropped():
+    fake = FakeWhisper(probs={"en": 0.2, "de": 0.1, "it": 0.7},
+                       segments=[Segment(0, 1, " Wo ist der Eiffelturm?", -0.3, 0.02, 1.1),
+                                 Segment(1, 2, " Untertitel im Auftrag des ZDF", -0.4, 0.3, 1.0)])
+    wav = espeak_speech("Guten Tag.", "de", pad_s=0.5)
+    heard = fake.transcribe(wav, languages=["en", "de"])
+    assert heard.language == "en" and heard.detected == "it" and heard.detected_probability == pytest.approx(0.7)
+    assert heard.text == "Wo ist der Eiffelturm?" and [s.text for s in heard.dropped] == [" Untertitel im Auftrag des ZDF"]
+    assert doubt_about(heard, ["en", "de"]) is None  # Italian, but not surely enough to say so
+    assert doubt_about(fake.transcribe(wav, languages=["en", "de"]), ["en", "it"]) is None
+    forced = fake.transcribe(wav, language="de")
+    assert forced.detected == "" and forced.detected_probability == 0.0  # nothing was identified
+    fake.probs = {"en": 0.01, "it": 0.97, "de": 0.02}
+    assert doubt_about(fake.transcribe(wav, languages=["en", "de"]), ["en", "de"]) == "language"
+    fake.segments = [Segment(0, 1, " Thanks for watching!", -0.4, 0.3, 1.0)]
+    assert doubt_about(fake.transcribe(wav, languages=["en", "it"]), ["en", "it"]) == "nothing"
+
+
+def test_a_long_unsure_segment_outweighs_a_short_sure_one():
+    segs = (Segment(0.0, 0.5, "Hello.", -0.1, 0.0, 1.0), Segment(0.5, 4.0, "Mumbled words here", -1.2, 0.1, 1.0))
+    assert doubt_about(Transcript("Hello. Mumbled words here", "en", 1.0, segs, "en", 0.9)) == "unclear"
+    segs = (Segment(0.0, 3.5, "How tall is the tower?", -0.2, 0.0, 1.0), Segment(3.5, 4.0, "Uh.", -1.5, 0.1, 1.0))
+    assert doubt_about(Transcript("How tall is the tower? Uh.", "en", 1.0, segs, "en", 0.9)) is None
+
+
+def test_encoder_memo_encodes_each_window_once():
+    calls = []
+    memo = asr_mod._EncoderMemo(lambda features: calls.append(features.shape) or float(features.sum()))
+    window = np.ones((80, 3000), np.float32)
+    other = window.copy()
+    other[0, 0] = 2.0
+    assert memo(window) == memo(window.copy()) == 80 * 3000 and len(calls) == 1  # identified, then decoded
+    assert memo(window) == 80 * 3000 and len(calls) == 2  # a new transcription of the same audio encodes again
+    assert memo(other) == 80 * 3000 + 1 and len(calls) == 3
 
 
 # --- VAD -----------------------------------------------------------------------------------------
