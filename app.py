@@ -124,7 +124,8 @@ class Outputs(NamedTuple):
     sources: Any
     card: Any
     card_photo: Any
-    speech: Any
+    speech: Any  # the whole spoken answer, to replay, once the turn is done
+    live: Any  # the spoken answer streamed sentence by sentence while it is written (a streaming Audio)
     state: Any
     text: Any
     notice: Any
@@ -185,20 +186,43 @@ def _card(guide: Guide, turn: Turn, tour_id: str):
     return "\n\n".join(lines), gr.Image(value=photo, alt_text=alt, visible=photo is not None)
 
 
-def _speech_audio(turn: Turn):
-    """The answer's spoken sentences as one (sample_rate, int16 samples) clip, a short pause between them."""
-    if not turn.speech:
+def _speech_audio(turn: Turn | list, rate: int | None = None):
+    """Spoken sentences (a Turn's, or a list of tts.Speech) as one (sample_rate, int16 samples) clip, a
+    short pause after each; at `rate` (default: the first sentence's)."""
+    speech = turn.speech if isinstance(turn, Turn) else list(turn)
+    if not speech:
         return None
-    rate = int(turn.speech[0].sample_rate)
+    rate = int(rate or speech[0].sample_rate)
     gap = np.zeros(int(0.25 * rate), dtype=np.float32)
     parts = []
-    for s in turn.speech:
+    for s in speech:
         x = np.asarray(s.samples, dtype=np.float32).reshape(-1)
         if int(s.sample_rate) != rate and len(x):  # a sentence in another voice: resample linearly
             n = int(round(len(x) * rate / s.sample_rate))
             x = np.interp(np.linspace(0, len(x) - 1, n), np.arange(len(x)), x).astype(np.float32)
         parts += [x, gap]
     return rate, (np.clip(np.concatenate(parts), -1.0, 1.0) * 32767).astype(np.int16)
+
+
+class _LiveSpeech:
+    """The chunks for the streaming player: each Turn's sentences not sent yet, as one clip (or gr.skip()).
+
+    When the answer changed after part of it was heard (turn.speech_replaced), the final answer's
+    speech is sent from its start, after what was already played."""
+
+    def __init__(self):
+        self.sent, self.restarted, self.rate = 0, False, None
+
+    def chunk(self, turn: Turn):
+        if turn.speech_replaced and not self.restarted:
+            self.sent, self.restarted = 0, True
+        new = turn.speech[self.sent:]
+        if not new:
+            return gr.skip()
+        self.sent = len(turn.speech)
+        clip = _speech_audio(new, self.rate)
+        self.rate = clip[0]
+        return clip
 
 
 def _forget_upload(path) -> None:
@@ -217,7 +241,8 @@ def _forget_upload(path) -> None:
 
 
 def respond(text, image, audio, tour_id, language, speak, chat, state):
-    """One visitor turn: yields Outputs as the answer streams.
+    """One visitor turn: yields Outputs as the answer streams; with `speak`, each sentence's speech goes
+    to the streaming player as soon as it is made, and the whole answer to the replay player at the end.
 
     Visitor mistakes come back as a friendly notice, a GuideError as its message, anything else is
     logged and answered with an apology: one visitor's failure never reaches another. The photo and
@@ -231,9 +256,10 @@ def respond(text, image, audio, tour_id, language, speak, chat, state):
     chat = [*(chat or []), {"role": "user", "content": shown or "…"}, {"role": "assistant", "content": ""}]
     try:
         # the composer empties as in any chat; sources, card, speech and notice of the last turn go
-        yield Outputs(chat, "", "", gr.Image(value=None, visible=False), None, state, "", "", None, None,
+        yield Outputs(chat, "", "", gr.Image(value=None, visible=False), None, gr.skip(), state, "", "", None, None,
                       time.monotonic())
         inputs = dict(text=text, audio=audio, image=image, tour=tour_id, speak=bool(speak))
+        live = _LiveSpeech()
         for turn, new_state in _turns(state, inputs):
             state = new_state
             if turn.question and not (text and text.strip()):  # what was heard, or "What is this?" for a photo
@@ -246,15 +272,17 @@ def respond(text, image, audio, tour_id, language, speak, chat, state):
                 log.info("turn done: %s", ", ".join(f"{k} {v:.2f}s" for k, v in turn.timings.items()))
             else:
                 card = photo = speech = gr.skip()
-            yield Outputs(chat, _sources_md(turn), card, photo, speech, state, gr.skip(),
+            yield Outputs(chat, _sources_md(turn), card, photo, speech, live.chunk(turn), state, gr.skip(),
                           _notice_html(turn.notice), gr.skip(), gr.skip(), time.monotonic())
     except GuideError as e:  # for the visitor or the operator to act on: shown as it is
         chat[-1:] = [{"role": "assistant", "content": str(e)}]
-        yield Outputs(chat, "", "", gr.skip(), None, state, text, _notice_html(str(e)), None, None, time.monotonic())
+        yield Outputs(chat, "", "", gr.skip(), None, gr.skip(), state, text, _notice_html(str(e)), None, None,
+                      time.monotonic())
     except Exception:
         log.exception("turn failed")
         chat[-1:] = [{"role": "assistant", "content": SORRY}]
-        yield Outputs(chat, "", "", gr.skip(), None, state, text, _notice_html(SORRY), None, None, time.monotonic())
+        yield Outputs(chat, "", "", gr.skip(), None, gr.skip(), state, text, _notice_html(SORRY), None, None,
+                      time.monotonic())
     finally:
         _forget_upload(image)
         _forget_upload(audio)
@@ -264,7 +292,8 @@ def reset(image=None, audio=None):
     """A new conversation: everything cleared, the visitor's uploads deleted (same outputs as respond)."""
     _forget_upload(image)
     _forget_upload(audio)
-    return Outputs([], "", "", gr.Image(value=None, visible=False), None, DialogueState(), "", "", None, None, 0.0)
+    return Outputs([], "", "", gr.Image(value=None, visible=False), None, None, DialogueState(), "", "", None, None,
+                   0.0)
 
 
 def is_idle(last_active: float, idle_s: float, now: float | None = None) -> bool:
@@ -321,10 +350,13 @@ def build_ui(*, kiosk: bool = False, idle_reset_s: float = 120) -> gr.Blocks:
                                      label="Show me a photo", height=220 if kiosk else 200, elem_id="photo")
                     audio = gr.Audio(sources=["microphone", "upload"], type="filepath",
                                      label="Ask aloud (record or upload)", elem_id="recording")
-                # the browser's own player: keyboard- and screen-reader-friendly, and autoplays
-                speech = gr.Audio(label="Spoken answer", autoplay=True, interactive=False, elem_id="speech",
+                # the browser's own players, keyboard- and screen-reader-friendly: the answer plays sentence by
+                # sentence while it is written (streamed); the whole answer stays to replay
+                live = gr.Audio(label="Spoken answer", streaming=True, autoplay=True, interactive=False,
+                                elem_id="speech-live", buttons=[] if kiosk else None)  # a kiosk offers no downloads
+                speech = gr.Audio(label="Replay the answer", autoplay=False, interactive=False, elem_id="speech",
                                   waveform_options=gr.WaveformOptions(show_recording_waveform=False),
-                                  buttons=[] if kiosk else None)  # a kiosk offers no downloads
+                                  buttons=[] if kiosk else None)
                 clear = gr.Button("New conversation", elem_id="new-conversation")
                 examples = gr.Dataset(components=["textbox", "textbox"], headers=["Language", "Question"],
                                       samples=_examples(default_tour), label="Try asking", layout="table",
@@ -338,7 +370,7 @@ def build_ui(*, kiosk: bool = False, idle_reset_s: float = 120) -> gr.Blocks:
                 sources = gr.Markdown(elem_id="sources")
 
         inputs = [text, image, audio, tour, language, speak, chat, state]
-        outputs = [chat, sources, card, card_photo, speech, state, text, notice, image, audio, last_active]
+        outputs = [chat, sources, card, card_photo, speech, live, state, text, notice, image, audio, last_active]
         turn = dict(fn=respond, inputs=inputs, outputs=outputs, concurrency_id="turn",
                     concurrency_limit=1 if kiosk else 2, show_progress="minimal")
         gr.on([send.click, text.submit], **turn)
@@ -406,7 +438,7 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     temp = private_temp_dir() if args.kiosk else None  # before any component exists: Gradio reads it then
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # a clean shutdown (and cleanup) on SIGTERM too
-    get_guide()  # load models and build stale indexes before the first visitor arrives
+    get_guide().warm()  # models and stale indexes before the first visitor; speech self-checked in the background
     demo = build_ui(kiosk=args.kiosk, idle_reset_s=args.idle_reset)
     demo.queue(default_concurrency_limit=1, max_size=4 if args.kiosk else 32)
     if args.kiosk:

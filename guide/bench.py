@@ -1,4 +1,5 @@
-"""`make bench`: latency tables for retrieval, the LLM, speech and vision, with the machine described."""
+"""`make bench`: latency tables for retrieval, the LLM, speech, vision and the first audio of a spoken turn,
+with the machine described."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from tqdm import tqdm
 
 from .config import GuideConfig
 
-__all__ = ["run_bench", "percentiles", "table"]
+__all__ = ["run_bench", "bench_first_audio", "percentiles", "table", "BENCHES", "SPOKEN_QUESTIONS"]
 
 log = logging.getLogger(__name__)
 
@@ -106,13 +107,117 @@ def bench_llm(config: GuideConfig, *, runs: int = 3) -> str:
                                              "answer tokens", "tokens/s"], rows)
 
 
-def run_bench(config: GuideConfig, *, quick: bool = False) -> str:
+# ~5 s spoken questions about the default tour, in the voices the guide itself speaks with
+SPOKEN_QUESTIONS: dict[str, str] = {
+    "en": "Good morning. I have a question about the Eiffel Tower in Paris. How tall is the tower?",
+    "de": "Guten Tag, ich habe eine Frage zum Eiffelturm in Paris. Wie hoch ist der Turm?",
+    "es": "Buenos días. Tengo una pregunta sobre la torre Eiffel de París. ¿Cuánto mide la torre?",
+}
+# (label, how to read it from a turn's timings and the LLM's own first token), in the order they happen
+FIRST_AUDIO_STAGES = ("decode", "ASR", "retrieval", "prompt", "first token", "first sentence", "TTS", "other",
+                      "first audio")
+
+
+class _TimedLLM:
+    """The guide's LLM, noting when each answer's generation starts and its first token comes."""
+
+    def __init__(self, llm):
+        self.llm, self.started, self.first = llm, None, None
+
+    def __getattr__(self, name):
+        return getattr(self.llm, name)
+
+    def stream(self, messages, **kwargs):
+        self.started, self.first = time.perf_counter(), None
+        for piece in self.llm.stream(messages, **kwargs):
+            if self.first is None:
+                self.first = time.perf_counter()
+            yield piece
+
+
+def _first_audio_stages(timings: dict[str, float], prefill: float) -> dict[str, float]:
+    """Seconds per stage up to the first sentence's audio; `prefill`: the LLM's own time to its first token."""
+    stages = {"decode": timings.get("decode", 0.0), "ASR": timings.get("asr", 0.0),
+              "retrieval": timings.get("retrieval", 0.0), "prompt": timings.get("prompt", 0.0),
+              "first token": prefill, "first sentence": max(0.0, timings["first_sentence"] - prefill),
+              "TTS": timings["tts_first"]}
+    stages["other"] = max(0.0, timings["first_audio"] - sum(stages.values()))  # hand-overs, checks, waiting
+    stages["first audio"] = timings["first_audio"]
+    return stages
+
+
+def bench_first_audio(config: GuideConfig, *, turns: int = 12, guide=None, progress: bool = True) -> str:
+    """From the end of a ~5 s spoken question to the first sample of the answer's audio, per stage.
+
+    The questions are synthesised with the guide's own voices, written as WAV files and asked as
+    recordings (so decoding counts), each turn a new visitor; one warm-up turn first (models load,
+    llama.cpp caches the system prompt). Median and p95 over `turns` turns.
+    """
+    import tempfile
+    from pathlib import Path
+
+    from .dialogue import DialogueState
+    from .pipeline import Guide, stream_turn
+    from .tts import write_wav
+
+    guide = guide or Guide.load(config, tours=[config.default_tour], progress=False)
+    tour = guide.tour(config.default_tour)
+    timed = _TimedLLM(guide.llm)
+    guide.llm = timed
+    rows: list[dict[str, float]] = []
+    unanswered = []
+    with tempfile.TemporaryDirectory(prefix="bench-first-audio-") as tmp:
+        clips = []
+        for lang, text in SPOKEN_QUESTIONS.items():
+            if lang in tour.languages:
+                speech = guide.tts.synthesize(text, lang)
+                clips.append((lang, write_wav(Path(tmp) / f"{lang}.wav", speech), speech.duration, speech.voice))
+        if not clips:
+            return f"skipped: the tour {tour.id} speaks none of {', '.join(SPOKEN_QUESTIONS)}"
+        try:
+            for i in tqdm(range(turns + 1), desc="first audio", unit="turn", disable=not progress):
+                lang, path, _, _ = clips[i % len(clips)]
+                *_, turn = stream_turn(guide, DialogueState(), audio=str(path), tour=tour.id, speak=True)
+                if i == 0:
+                    continue  # warm-up
+                if "first_sentence" not in turn.timings or "first_audio" not in turn.timings or timed.first is None:
+                    unanswered.append(f"{lang}: {turn.answer[:60]!r}")
+                    continue
+                rows.append(_first_audio_stages(turn.timings, timed.first - timed.started))
+        finally:
+            guide.llm = timed.llm
+    asr = guide.asr
+    lines = [f"{len(rows)} turns on tour `{tour.id}`; LLM `{timed.llm.name}`; ASR `{getattr(asr, 'name', '?')}` "
+             f"(beam {getattr(asr, 'beam_size', '?')}); questions: "
+             + ", ".join(f"{lang} {seconds:.1f} s ({voice})" for lang, _, seconds, voice in clips), ""]
+    if unanswered:
+        lines += [f"not answered (left out): {'; '.join(unanswered)}", ""]
+    if not rows:
+        return "\n".join(lines + ["no turn was answered"])
+    table_rows = [[stage, *percentiles([r[stage] for r in rows])] for stage in FIRST_AUDIO_STAGES]
+    return "\n".join(lines) + table(["stage (to the first audio)", "p50 ms", "p95 ms"], table_rows)
+
+
+BENCHES = ("retrieval", "llm", "speech", "vision", "first-audio")
+
+
+def run_bench(config: GuideConfig, *, quick: bool = False, only: list[str] | None = None,
+              turns: int | None = None) -> str:
+    """Every benchmark (or those in `only`, names from BENCHES) as markdown, the machine described first."""
     from .evaluate import machine_description
 
+    only = list(only or BENCHES)
+    unknown = [b for b in only if b not in BENCHES]
+    if unknown:
+        raise ValueError(f"unknown benchmark {unknown[0]!r}; choose from {', '.join(BENCHES)}")
     sections = [f"Machine: {machine_description()}", ""]
-    sections += ["## Retrieval", bench_retrieval(config, synthetic=10_000 if quick else 100_000), ""]
-    sections += ["## LLM", bench_llm(config, runs=2 if quick else 5), ""]
+    if "retrieval" in only:
+        sections += ["## Retrieval", bench_retrieval(config, synthetic=10_000 if quick else 100_000), ""]
+    if "llm" in only:
+        sections += ["## LLM", bench_llm(config, runs=2 if quick else 5), ""]
     for title, module, fn in (("Speech", "eval_speech", "bench_speech"), ("Vision", "eval_vision", "bench_vision")):
+        if title.lower() not in only:
+            continue
         try:
             mod = __import__(f"guide.{module}", fromlist=[fn])
             if fn == "bench_speech":
@@ -123,4 +228,11 @@ def run_bench(config: GuideConfig, *, quick: bool = False) -> str:
         except Exception as e:  # a stage that cannot run here is reported, not fatal
             log.warning("%s benchmark skipped: %s", title, e)
             sections += [f"## {title}", f"skipped: {e}", ""]
+    if "first-audio" in only:
+        try:
+            result = bench_first_audio(config, turns=turns or (3 if quick else 12))
+        except Exception as e:  # noqa: BLE001 - a missing model is reported, not fatal
+            log.warning("first-audio benchmark skipped: %s", e)
+            result = f"skipped: {e}"
+        sections += ["## First audio (spoken question to the first sample of the spoken answer)", result, ""]
     return "\n".join(sections)

@@ -7,6 +7,7 @@ import logging
 import sys
 from pathlib import Path
 
+from .bench import BENCHES
 from .config import PROFILES, load_config
 from .errors import GuideError
 
@@ -181,7 +182,7 @@ def _check_backends(args) -> int:
 def cmd_bench(args) -> int:
     from .bench import run_bench
 
-    print(run_bench(_config(args), quick=args.quick))
+    print(run_bench(_config(args), quick=args.quick, only=args.only, turns=args.turns))
     return 0
 
 
@@ -267,7 +268,10 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(func=cmd_finetune)
 
     p = sub.add_parser("bench", help="latency benchmarks, printed as tables")
-    p.add_argument("--quick", action="store_true", help="smaller synthetic corpus")
+    p.add_argument("--quick", action="store_true", help="smaller synthetic corpus, fewer runs and turns")
+    p.add_argument("--only", nargs="+", choices=list(BENCHES), metavar="BENCH",
+                   help=f"run only these benchmarks ({', '.join(BENCHES)})")
+    p.add_argument("--turns", type=int, help="spoken turns for the first-audio benchmark (default 12, --quick 3)")
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("doctor", help="which model each stage uses, and why")

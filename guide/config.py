@@ -66,6 +66,7 @@ class GuideConfig:
     vision: str = "local-features"  # recognizer name (vision.py)
     threads: int = 0  # CPU threads for llama.cpp; 0 = all cores
     llm_isolated: bool = True  # llama.cpp models run in a supervised child process (guide.llm_server)
+    self_check: bool = True  # Whisper and the voices decode once in a child process before use (guide.selfcheck)
     device: str | None = None  # None = cuda if available else cpu (transformers backend)
 
     def replace(self, **changes) -> GuideConfig:
@@ -83,7 +84,8 @@ PROFILES: dict[str, dict] = {
         "llm_context": 4096,
     },
     # deterministic, weightless models for fast tests; never a user-facing default
-    "tiny": {"embedder": "hashing", "llm": "extractive", "tts": "espeak-ng", "vision": "clip:tiny-clip"},
+    "tiny": {"embedder": "hashing", "llm": "extractive", "tts": "espeak-ng", "vision": "clip:tiny-clip",
+             "self_check": False},
 }
 
 

@@ -2,22 +2,26 @@
 
 from __future__ import annotations
 
+import copy
 import logging
+import queue
+import re
 import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from .answer import AnswerStream, build_messages, load_llm
+from .answer import AnswerStream, build_messages, is_echo, is_refusal, load_llm, unsupported_claims
 from .config import GuideConfig, load_config
 from .dialogue import DialogueState, resolve
 from .errors import GuideError, ModelUnavailable, TourError
-from .lang import language_name, phrase
+from .lang import LANGUAGES, fold, language_name, phrase
 from .retrieval import Hit, ensure_index, load_embedder
 from .tours import Tour, list_tours, load_tour
+from .tts import clean_for_speech, split_sentences
 
-__all__ = ["Guide", "Turn", "answer_turn", "stream_turn"]
+__all__ = ["Guide", "Turn", "SpeechStream", "answer_turn", "stream_turn"]
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +42,8 @@ class Turn:
     notice: str | None = None  # a visitor-facing message about the input (too long, unsupported language...)
     transcript: object | None = None  # asr.Transcript when the visitor spoke
     recognition: object | None = None  # vision.Recognition when the visitor showed a photo
-    speech: list = field(default_factory=list)  # tts.Speech per sentence, when asked to speak
+    speech: list = field(default_factory=list)  # tts.Speech per sentence, when asked to speak; grows while streaming
+    speech_replaced: bool = False  # the answer changed after part of it was spoken: `speech` restarted with it
     done: bool = False
     timings: dict[str, float] = field(default_factory=dict)  # seconds per stage
 
@@ -49,8 +54,12 @@ class Guide:
     def __init__(self, config: GuideConfig, tours: dict[str, Tour], indexes: dict, embedder, llm,
                  problems: dict[str, str] | None = None):
         self.config, self.tours, self.indexes, self.embedder, self.llm = config, tours, indexes, embedder, llm
-        self.problems = problems or {}  # tour id -> why it could not be loaded
-        self._lock = threading.Lock()
+        self.problems = problems or {}  # tour id (or a stage) -> why it could not be loaded
+        self.health: dict[str, str] = {}  # stage -> its start-up self-check (doctor, the app's status line)
+        if llm is not None:
+            self.health["llm"] = getattr(llm, "self_check", None) or f"{llm.name} in this process"
+        # one lock per resource: building one tour's photo index must not hold up every visitor's speech
+        self._locks = {"asr": threading.Lock(), "tts": threading.Lock(), "vision": threading.Lock()}
         self._asr = self._tts = None
         self._recognizers: dict[str, object] = {}
 
@@ -79,7 +88,8 @@ class Guide:
         if llm is None:
             try:
                 llm = load_llm(config.llm, cache_dir=config.cache_dir, n_ctx=config.llm_context,
-                               threads=config.threads, device=config.device, adapter=config.adapter)
+                               threads=config.threads, device=config.device, adapter=config.adapter,
+                               isolate=config.llm_isolated)
             except ModelUnavailable as e:
                 # keep serving: quote the best source sentence instead, and say why on every answer
                 log.error("LLM %s unavailable (%s); answering with quotes from the sources", config.llm, e)
@@ -96,28 +106,80 @@ class Guide:
             raise GuideError(f"tour {tour_id!r} is not available ({why or 'unknown tour'}); tours: {known}")
         return self.tours[tour_id]
 
-    # Speech and vision load on first use, once, for everyone.
+    def languages(self) -> list[str]:
+        return sorted({lang for tour in self.tours.values() for lang in tour.languages})
+
+    # Speech and vision load on first use (or at start-up, `warm`), once, for everyone. The native
+    # ones are self-checked in a child process first (guide.selfcheck): a crash there means a fallback,
+    # not a dead server.
     @property
     def asr(self):
-        with self._lock:
+        with self._locks["asr"]:
             if self._asr is None:
                 from .asr import load_asr
 
-                self._asr = load_asr(self.config.asr, backend=self.config.asr_backend,
-                                     cache_dir=self.config.cache_dir, device=self.config.device)
+                backend = self.config.asr_backend
+                if self.config.self_check and backend == "faster-whisper":
+                    from .selfcheck import check_asr
+
+                    check = check_asr(self.config)
+                    self.health["asr"] = check.line()
+                    if check.status in ("crashed", "hung"):
+                        log.error("faster-whisper %s in its self-check (%s); using openai-whisper", check.status,
+                                  check.detail)
+                        self.problems["asr"] = (f"speech recognition on CTranslate2 {check.status} in its "
+                                                f"self-check ({check.detail}); openai-whisper is used instead")
+                        backend = "openai-whisper"
+                self._asr = load_asr(self.config.asr, backend=backend, cache_dir=self.config.cache_dir,
+                                     device=self.config.device)
             return self._asr
 
     @property
     def tts(self):
-        with self._lock:
+        with self._locks["tts"]:
             if self._tts is None:
                 from .tts import load_tts
 
-                self._tts = load_tts(self.config.tts)
+                name = self.config.tts
+                broken: list[str] = []
+                if self.config.self_check:
+                    from .selfcheck import check_tts
+
+                    check = check_tts(self.config, self.languages())
+                    self.health["tts"] = check.line()
+                    if check.status in ("crashed", "hung"):
+                        self.problems["tts"] = f"a voice failed its self-check: {check.detail}"
+                        log.error("TTS self-check: %s", check.detail)
+                        broken = check.broken or ["*"]
+                if broken == ["*"]:  # loading the voices itself failed: espeak-ng only
+                    name = "espeak-ng"
+                self._tts = load_tts(name)
+                for lang in broken if broken != ["*"] else []:
+                    self._tts.routes.pop(lang, None)  # espeak-ng, the fallback, speaks it
             return self._tts
 
+    def warm(self) -> threading.Thread:
+        """Load (and self-check) speech now, in the background, instead of at the first visitor's question."""
+
+        def load():
+            for stage in ("asr", "tts"):
+                try:
+                    getattr(self, stage)
+                except Exception:  # noqa: BLE001 - reported again, to the visitor, when the stage is used
+                    log.exception("could not load %s at start-up", stage)
+
+        thread = threading.Thread(target=load, name="guide-warm", daemon=True)
+        thread.start()
+        return thread
+
+    def close(self) -> None:
+        """Stop the answer model's process, if it has one."""
+        close = getattr(self.llm, "close", None)
+        if close is not None:
+            close()
+
     def recognizer(self, tour: Tour):
-        with self._lock:
+        with self._locks["vision"]:
             if tour.id not in self._recognizers:
                 from .vision import load_recognizer
 
@@ -176,12 +238,14 @@ class Prepared:
 
 
 def prepare_prompt(guide: Guide, state: DialogueState, question: str, tour_obj: Tour, *, seen: str | None = None,
-                   heard: str | None = None, example: bool | None = None) -> Prepared:
+                   heard: str | None = None, example: bool | None = None,
+                   timings: dict[str, float] | None = None) -> Prepared:
     """Resolve the question in the dialogue, retrieve, and build the LLM's messages (updates `state`).
 
     The serving path and the fine-tuning data use this same function, so a model is trained on
-    exactly the prompts it will see.
+    exactly the prompts it will see. `timings` gets the seconds of "retrieval" and "prompt".
     """
+    t = time.perf_counter()
     query = resolve(state, question, tour_obj, seen=seen, heard=heard)
     hits = _retrieve(guide, tour_obj, query, state)
     if state.attraction and query.attractions and state.attraction not in query.attractions:
@@ -191,6 +255,9 @@ def prepare_prompt(guide: Guide, state: DialogueState, question: str, tour_obj: 
     attraction = query.attractions[0] if query.attractions else state.attraction
     subject = (" / ".join(tour_obj.attraction(a).name(query.language) for a in query.attractions)
                if query.attractions else phrase("this_tour", query.language))
+    if timings is not None:
+        timings["retrieval"] = time.perf_counter() - t
+        t = time.perf_counter()
     llm = guide.llm
     if example is None:
         example = getattr(llm, "prompt_example", True)
@@ -202,16 +269,249 @@ def prepare_prompt(guide: Guide, state: DialogueState, question: str, tour_obj: 
     # what the tour says about the attractions in question, in every language, plus what was retrieved
     evidence = [h.passage.text for h in hits]
     evidence += [p.text for p in guide.indexes[tour_obj.id].passages if p.attraction in query.attractions]
+    if timings is not None:
+        timings["prompt"] = time.perf_counter() - t
     return Prepared(query=query, hits=hits, attraction=attraction, subject=subject, messages=messages,
                     evidence=evidence)
 
 
+# --- speaking while the answer is written ------------------------------------------------------------
+
+# AnswerStream decides whether the model is declining from the first 40 folded characters of its
+# text (answer.is_refusal); nothing is spoken before that decision is settled.
+_REFUSAL_WINDOW = 40
+_TRAILING_NUMBER = re.compile(r"[\d\s.,\u202f\u00a0]+$")  # a number still being written: "built in 18"
+
+
+def _key(text: str) -> str:
+    """What two versions of a sentence must share to sound the same: letters and digits only."""
+    return "".join(c for c in text.casefold() if c.isalnum())
+
+
+def _after(spoken: list[str], final: list[str]) -> list[str] | None:
+    """The sentences of `final` that follow the ones already `spoken`, or None when `final` does not
+    begin with what was spoken (the answer changed)."""
+    said, acc, i = "".join(_key(s) for s in spoken), "", 0
+    while i < len(final) and len(acc) < len(said):
+        acc += _key(final[i])
+        i += 1
+    return final[i:] if acc == said else None
+
+
+class SpeechStream:
+    """Speaks an answer while the LLM writes it.
+
+    `feed(text)` is given the answer written so far; every sentence that is finished and will not be
+    taken back goes to a worker thread that synthesises it, so the first sentence can be heard while
+    the model writes the next. `take()` hands over the audio finished since the last call, in order.
+    `finish(text)` is given the text the visitor finally reads: what was not spoken yet is spoken; if
+    the answer changed after part of it was spoken (a withdrawn answer, an echo asked again, a
+    refusal found late), the final answer is spoken from the start, `replaced` is set and it is logged.
+
+    A sentence is held back while AnswerStream may still replace it: until its refusal check is
+    settled, while the text so far only repeats the question (it would be asked again) or opens like a
+    pasted list of sources; once the text holds a number no source gave, nothing more is spoken until
+    the end (the answer will be withdrawn). Citations and markdown are never spoken (tts.clean_for_speech).
+    """
+
+    def __init__(self, tts, lang: str, *, question: str = "", hits: list[Hit] | None = None, guards: bool = True):
+        self.tts, self.lang, self.question, self.hits, self.guards = tts, lang, question, hits or [], guards
+        self.speech: list = []  # tts.Speech of each sentence taken so far, in order
+        self.spoken: list[str] = []  # the sentences whose audio has been taken (heard), in order
+        self.queued: list[str] = []  # the sentences given to the voice, in order
+        self.replaced = False  # the answer changed after part of it was heard; `speech` is the final one
+        self.error: Exception | None = None  # why the voice stopped (a GuideError's message is for the visitor)
+        self.first_sentence_at: float | None = None  # perf_counter() when the first sentence went to the voice
+        self.first_audio_at: float | None = None  # perf_counter() when its audio was ready
+        self.first_tts_s = 0.0  # seconds the voice took for the first sentence
+        self.tts_s = 0.0  # seconds the voice spent, in all
+        self._hold = False  # a number no source gave: nothing more until finish()
+        self._closed = False
+        self._epoch = 0  # sentences queued before a change of answer are dropped
+        self._pending = 0
+        self.notify = None  # called (from the worker thread) each time a sentence's audio is ready
+        self._todo: queue.SimpleQueue = queue.SimpleQueue()
+        self._done: queue.SimpleQueue = queue.SimpleQueue()
+        self._worker = threading.Thread(target=self._work, name="tts", daemon=True)
+        self._worker.start()
+
+    @property
+    def pending(self) -> int:
+        """Sentences given to the voice whose audio has not been taken yet."""
+        return self._pending
+
+    def feed(self, text: str) -> None:
+        """The answer written so far: give the voice each newly finished sentence that is safe to say."""
+        if self._closed or self._hold or self.error is not None:
+            return
+        finished = split_sentences(clean_for_speech(text))[:-1]  # the last one may still grow
+        if len(finished) <= len(self.queued) or not self._settled(text, finished):
+            return
+        for sentence in finished[len(self.queued):]:
+            self._say(sentence)
+
+    def _settled(self, text: str, finished: list[str]) -> bool:
+        if len(fold(text)) < _REFUSAL_WINDOW or is_refusal(text):
+            return False  # AnswerStream may still put its own refusal in place of this
+        if not self.guards:
+            return True
+        if re.match(r"\s*\[\d+\]", text) or is_echo(" ".join(finished), self.question):
+            return False  # a pasted source list or a repeated question: replaced at the end
+        invented = unsupported_claims(_TRAILING_NUMBER.sub("", text), self.hits, self.question)
+        if invented:
+            log.info("not speaking on: the answer has numbers no source gave (%s), it will be withdrawn",
+                     ", ".join(invented))
+            self._hold = True
+            return False
+        return True
+
+    def finish(self, text: str) -> None:
+        """The final answer text: speak what is left of it (all of it when it changed)."""
+        if self._closed:
+            return
+        self._closed = True
+        if self.error is not None:
+            return
+        final = split_sentences(clean_for_speech(text))
+        rest = _after(self.queued, final)
+        if rest is None:
+            self._epoch += 1  # what was queued but not heard yet is dropped
+            rest = _after(self.spoken, final)
+            if rest is None:
+                log.warning("the answer changed after it was partly spoken (%r, now %r); speaking the final answer",
+                            " ".join(self.spoken), text)
+                self.replaced, self.speech, self.spoken = True, [], []
+                rest = final
+            self.queued = list(self.spoken)
+        for sentence in rest:
+            self._say(sentence)
+
+    def _say(self, sentence: str) -> None:
+        if self.first_sentence_at is None:
+            self.first_sentence_at = time.perf_counter()
+        self.queued.append(sentence)
+        self._pending += 1
+        self._todo.put((self._epoch, sentence))
+
+    def take(self, *, wait: bool = False) -> list:
+        """The audio finished since the last call, in order; with `wait`, blocks until there is some
+        (or nothing is pending)."""
+        new = []
+        while self._pending:
+            try:
+                epoch, sentence, speech, seconds, error, at = self._done.get(block=wait and not new)
+            except queue.Empty:
+                break
+            self._pending -= 1
+            self.tts_s += seconds
+            if epoch != self._epoch or self.error is not None:
+                continue  # a sentence of an answer that changed, or after the voice failed
+            if error is not None:
+                self.error = error
+                if isinstance(error, GuideError):
+                    log.warning("no speech for this answer: %s", error)
+                else:
+                    log.error("speech synthesis failed; the answer stays silent", exc_info=error)
+                continue
+            if self.first_audio_at is None:
+                self.first_audio_at, self.first_tts_s = at, seconds
+            self.spoken.append(sentence)
+            if len(speech.samples):
+                self.speech.append(speech)
+                new.append(speech)
+        return new
+
+    def close(self) -> None:
+        """Stop the worker (sentences not synthesised yet are dropped)."""
+        self._epoch += 1
+        self._closed = True
+        self._todo.put(None)
+
+    def _work(self) -> None:
+        while (item := self._todo.get()) is not None:
+            epoch, sentence = item
+            if epoch != self._epoch:
+                self._done.put((epoch, sentence, None, 0.0, None, 0.0))
+                continue
+            t = time.perf_counter()
+            speech = error = None
+            try:
+                speech = self.tts.synthesize(sentence, self.lang)
+            except Exception as e:  # handed to the turn: the answer stays on screen, silent
+                error = e
+            done = time.perf_counter()
+            self._done.put((epoch, sentence, speech, done - t, error, done))
+            if self.notify is not None:
+                self.notify()
+
+
+def _visitor_language(state: DialogueState, tour: Tour, transcript=None) -> str:
+    """The language to address the visitor in before their question is understood: their choice, else
+    a confident identification of their voice, else the language of earlier turns, else the tour's first."""
+    if state.language_override:
+        return state.language_override
+    if transcript is not None and transcript.language in tour.languages and transcript.probability >= 0.8:
+        return transcript.language
+    return state.language or tour.languages[0]
+
+
+def _not_heard(transcript, why: str, tour: Tour, state: DialogueState) -> tuple[str, str]:
+    """(message, its language) when a recording was not understood well enough to answer."""
+    choices = ", ".join(language_name(c, native=True) for c in tour.languages)
+    if why == "language":
+        # said in the language the visitor seems to speak, when the guide has its phrases
+        lang = transcript.detected if transcript.detected in LANGUAGES else _visitor_language(state, tour)
+        return phrase("heard_other_language", lang, language=language_name(transcript.detected, native=True),
+                      choices=choices), lang
+    lang = _visitor_language(state, tour, transcript)
+    heard = " ".join(transcript.text.split())
+    if not heard:
+        return phrase("not_heard", lang), lang
+    if len(heard) > 160:
+        heard = heard[:157].rstrip() + "…"
+    return phrase("heard_unsure", lang, heard=heard), lang
+
+
+def _spoken(guide: Guide, text: str, lang: str) -> tuple[list, str | None]:
+    """Speech of a short message from the guide itself, and a notice if it could not be spoken."""
+    try:
+        return list(guide.tts.stream(text, lang)), None
+    except GuideError as e:
+        log.warning("no speech for %r: %s", text, e)
+        return [], str(e)
+
+
+def _finish_early(turn: Turn, guide: Guide, message: str, lang: str, *, speak: bool, t_start: float) -> Turn:
+    """A turn that ends before any answer: `message` is the notice and the reply (spoken when asked)."""
+    turn.notice = turn.answer = message
+    turn.language = lang
+    if speak:
+        t = time.perf_counter()
+        turn.speech, problem = _spoken(guide, message, lang)
+        turn.timings["tts"] = time.perf_counter() - t
+        if turn.speech:
+            turn.timings["first_audio"] = time.perf_counter() - t_start
+        if problem:
+            turn.notice = f"{message}\n{problem}"
+    turn.timings["total"] = time.perf_counter() - t_start
+    turn.done = True
+    return turn
+
+
 def stream_turn(guide: Guide, state: DialogueState, *, text: str | None = None, audio=None, image=None,
                 tour: str | None = None, speak: bool = False) -> Iterator[Turn]:
-    """Run one visitor turn, yielding the Turn as it grows (streamed answer text); the last has done=True.
+    """Run one visitor turn, yielding the Turn as it grows; the last has done=True.
+
+    The answer text streams as the LLM writes it. With `speak`, each finished sentence is synthesised
+    in a worker thread while the next is written (SpeechStream): `turn.speech` grows sentence by
+    sentence, and on the last Turn it is the speech of exactly the text shown. `timings` holds the
+    seconds per stage (decode, asr, retrieval, prompt, first_token, first_sentence and llm from the
+    start of generation, tts_first, tts) and first_audio / total from the start of the turn.
 
     Visitor mistakes (empty or over-long question, unreadable photo or recording) come back as
-    `turn.notice`, never as an exception; the state is left as it was.
+    `turn.notice`, never as an exception, and so does a recording the guide is not sure it understood
+    (it says what it heard and asks again): the state is left as it was. So is an answer model that
+    fails in the middle of an answer (a GuideError from its stream): the visitor is asked to try again.
     """
     t_start = time.perf_counter()
     tour_obj = guide.tour(tour or state.tour)
@@ -235,37 +535,43 @@ def stream_turn(guide: Guide, state: DialogueState, *, text: str | None = None, 
             turn.notice = str(e)
         timings["vision"] = time.perf_counter() - t
     if audio is not None and not question:
-        t = time.perf_counter()
+        doubt = None
         try:
+            from .asr import doubt_about
             from .audio import to_mono_16k
 
+            t = time.perf_counter()
             wav = to_mono_16k(audio)
+            timings["decode"] = time.perf_counter() - t
+            t = time.perf_counter()
             langs = [state.language_override] if state.language_override else tour_obj.languages
             turn.transcript = guide.asr.transcribe(wav, languages=langs)
+            timings["asr"] = time.perf_counter() - t
             question = turn.transcript.text.strip()
-            if not question:
-                turn.notice = phrase("empty_question", ui_lang)
+            doubt = doubt_about(turn.transcript, tour_obj.languages)
+            if not question and not seen:
+                doubt = doubt or "nothing"
         except GuideError as e:
             turn.notice = str(e)
-        timings["asr"] = time.perf_counter() - t
+        if doubt:
+            log.info("not answering a recording (%s): heard %r in %s", doubt, question, turn.transcript.language)
+            message, lang = _not_heard(turn.transcript, doubt, tour_obj, state)
+            yield _finish_early(turn, guide, message, lang, speak=speak, t_start=t_start)
+            return
     if not question and seen:
         question = _what_is_this(ui_lang)
     if not question:
-        turn.notice = turn.notice or phrase("empty_question", ui_lang)
-        turn.answer = turn.notice
-        turn.done = True
-        yield turn
+        yield _finish_early(turn, guide, turn.notice or phrase("empty_question", ui_lang), ui_lang, speak=False,
+                            t_start=t_start)
         return
     if len(question) > guide.config.max_question_chars:
-        turn.notice = phrase("too_long", ui_lang, n=len(question))
-        turn.answer = turn.notice
-        turn.done = True
-        yield turn
+        yield _finish_early(turn, guide, phrase("too_long", ui_lang, n=len(question)), ui_lang, speak=False,
+                            t_start=t_start)
         return
 
-    t = time.perf_counter()
+    before = copy.deepcopy(state)  # put back if the answer model fails
     heard = turn.transcript.language if turn.transcript is not None and turn.transcript.text else None
-    prepared = prepare_prompt(guide, state, question, tour_obj, seen=seen, heard=heard)
+    prepared = prepare_prompt(guide, state, question, tour_obj, seen=seen, heard=heard, timings=timings)
     query = prepared.query
     turn.question, turn.language = question, query.language
     if query.detected != query.language and query.detected not in tour_obj.languages:
@@ -275,38 +581,113 @@ def stream_turn(guide: Guide, state: DialogueState, *, text: str | None = None, 
     turn.passages = prepared.hits
     turn.attraction = prepared.attraction
     turn.attraction_name = tour_obj.attraction(turn.attraction).name(query.language) if turn.attraction else None
-    timings["retrieval"] = time.perf_counter() - t
 
+    voice = None
+    if speak:
+        try:
+            voice = SpeechStream(guide.tts, query.language, question=question, hits=turn.passages,
+                                 guards=guide.config.answer_guards)
+        except GuideError as e:  # no voice installed at all
+            turn.notice = str(e)
+    try:
+        yield from _answer(guide, state, before, turn, prepared, voice, t_start)
+    finally:
+        if voice is not None:
+            voice.close()
+
+
+def _answer(guide: Guide, state: DialogueState, before: DialogueState, turn: Turn, prepared: Prepared,
+            voice: SpeechStream | None, t_start: float) -> Iterator[Turn]:
+    """The LLM's answer to a prepared question, streamed, and spoken sentence by sentence by `voice`."""
+    timings, lang, question = turn.timings, prepared.query.language, turn.question
     llm = guide.llm
-    stream = AnswerStream(llm, prepared.messages, lang=query.language, hits=turn.passages, question=question,
+    stream = AnswerStream(llm, prepared.messages, lang=lang, hits=turn.passages, question=question,
                           evidence=prepared.evidence, subject=prepared.subject,
                           max_tokens=guide.config.max_answer_tokens, temperature=guide.config.temperature,
                           check=guide.config.answer_check, guards=guide.config.answer_guards)
+
+    def heard_so_far():
+        if voice is not None:
+            voice.take()
+            turn.speech, turn.speech_replaced = voice.speech, voice.replaced
+        return replace(turn, speech=list(turn.speech))
+
+    # The model writes in a thread of its own, so a sentence's audio reaches the visitor as soon as it
+    # is made, not at the model's next piece (or after a long pause, such as an echo asked again).
+    events: queue.SimpleQueue = queue.SimpleQueue()
+    stop = threading.Event()
+    if voice is not None:
+        voice.notify = lambda: events.put(("audio", None))
+
+    def write():
+        try:
+            for piece in stream:
+                if stop.is_set():  # the visitor went away: the model stops at its next piece
+                    break
+                events.put(("piece", piece))
+            events.put(("end", None))
+        except BaseException as e:  # handed to the turn, which decides
+            events.put(("error", e))
+
     t = time.perf_counter()
     first = None
-    for piece in stream:
-        if first is None:
-            first = time.perf_counter() - t
-        turn.answer += piece
-        yield replace(turn)
-    answer = stream.answer
-    timings["first_token"] = first or 0.0
+    failure = None
+    writer = threading.Thread(target=write, name="llm-answer", daemon=True)
+    writer.start()
+    try:
+        while True:
+            kind, value = events.get()
+            if kind == "piece":
+                if first is None:
+                    first = time.perf_counter() - t
+                turn.answer += value
+                if voice is not None:
+                    voice.feed(turn.answer)
+                yield heard_so_far()
+            elif kind == "audio":
+                if voice is not None and voice.take():
+                    yield heard_so_far()
+            elif kind == "error":
+                if not isinstance(value, GuideError):
+                    raise value
+                failure = value  # the answer model stopped (its process died, its server went away)
+                break
+            else:
+                break
+    finally:
+        stop.set()
+    timings["first_token"] = first if first is not None else time.perf_counter() - t
     timings["llm"] = time.perf_counter() - t
-    turn.answer, turn.refused, turn.citations, turn.raw = answer.text, answer.refused, answer.citations, answer.raw
-    if "llm" in guide.problems and not turn.notice:
-        turn.notice = ("The answer model is not installed here, so I quote the best sentence from my sources "
-                       f"instead. ({guide.problems['llm']})")
-    state.remember(question, answer.text)
-    if speak:
-        t = time.perf_counter()
-        try:
-            turn.speech = list(guide.tts.stream(answer.text, query.language))
-        except GuideError as e:
-            turn.notice = str(e)
-        timings["tts"] = time.perf_counter() - t
+    if failure is not None:
+        log.error("the answer model failed during an answer, the visitor is asked again: %s", failure)
+        state.__dict__.update(copy.deepcopy(before).__dict__)  # as if the question had not been asked
+        turn.answer = turn.notice = phrase("llm_failed", lang)
+        turn.refused, turn.citations, turn.raw = False, [], ""
+    else:
+        answer = stream.answer
+        turn.answer, turn.refused, turn.citations, turn.raw = (answer.text, answer.refused, answer.citations,
+                                                               answer.raw)
+        if "llm" in guide.problems and not turn.notice:
+            turn.notice = ("The answer model is not installed here, so I quote the best sentence from my sources "
+                           f"instead. ({guide.problems['llm']})")
+        state.remember(question, answer.text)
+    if voice is not None:
+        voice.finish(turn.answer)
+        while voice.pending:
+            voice.take(wait=True)
+            yield heard_so_far()
+        heard_so_far()
+        if voice.error is not None and not turn.notice:
+            turn.notice = str(voice.error) if isinstance(voice.error, GuideError) else phrase("speech_failed", lang)
+        if voice.first_sentence_at is not None:
+            timings["first_sentence"] = voice.first_sentence_at - t
+        if voice.first_audio_at is not None:
+            timings["tts_first"] = voice.first_tts_s
+            timings["first_audio"] = voice.first_audio_at - t_start
+        timings["tts"] = voice.tts_s
     timings["total"] = time.perf_counter() - t_start
     turn.done = True
-    yield replace(turn)
+    yield replace(turn, speech=list(turn.speech))
 
 
 _WHAT_IS_THIS = {"en": "What is this?", "fr": "Qu'est-ce que c'est ?", "de": "Was ist das?", "es": "¿Qué es esto?",

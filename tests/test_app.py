@@ -3,6 +3,7 @@
 import importlib
 import shutil
 import sys
+import threading
 import types
 from pathlib import Path
 
@@ -72,10 +73,41 @@ def test_follow_up_keeps_the_conversation(app):
 def test_spoken_answer_is_one_clip_and_also_text(app):
     if not shutil.which("espeak-ng"):
         pytest.skip("espeak-ng is not installed (make setup installs it)")
-    last = ask(app, QUESTION, speak=True)[-1]
+    outs = ask(app, QUESTION, speak=True)
+    last = outs[-1]
     rate, samples = last.speech
     assert rate > 8000 and samples.dtype == np.int16 and len(samples) > rate  # over a second of speech
     assert "330" in last.chat[-1]["content"]  # what is spoken is on screen too
+    # the streaming player got the same audio, sentence by sentence, and the replay player only at the end
+    chunks = [o.live for o in outs if isinstance(o.live, tuple)]
+    assert chunks and all(r == rate for r, _ in chunks)
+    assert np.array_equal(np.concatenate([c for _, c in chunks]), samples)
+    assert all(o.speech == gr.skip() for o in outs[1:-1])
+
+
+def test_speech_plays_while_the_answer_is_written(app, monkeypatch):
+    from .test_speech_stream import FIRST, FakeVoices, ScriptedLLM
+
+    guide = app.get_guide()
+    played = threading.Event()
+    # the model writes a sentence and a half, then waits until the player has the first sentence's audio
+    llm = ScriptedLLM([FIRST, "It was built", " by the company of Gustave Eiffel [1]."], gates={2: played})
+    monkeypatch.setattr(guide, "llm", llm)
+    monkeypatch.setattr(guide, "_tts", FakeVoices(llm))
+    outs, shown = [], []  # the chat is updated in place: what it showed at each step
+    for out in app.respond("Tell me about the Eiffel Tower.", None, None, "minitour", "auto", True, [],
+                           DialogueState()):
+        outs.append(out)
+        shown.append(out.chat[-1]["content"])
+        if isinstance(out.live, tuple):
+            played.set()
+    assert llm.waited == {2: True}, "the first sentence did not reach the player while the answer was written"
+    first = next(i for i, o in enumerate(outs) if isinstance(o.live, tuple))
+    assert "Gustave" not in shown[first] and outs[first].speech == gr.skip()
+    chunks = [o.live[1] for o in outs if isinstance(o.live, tuple)]
+    rate, replay = outs[-1].speech  # the whole answer, to play again
+    assert len(chunks) == 2 and np.array_equal(np.concatenate(chunks), replay)
+    assert "Gustave" in outs[-1].chat[-1]["content"]
 
 
 def test_speech_of_mixed_voices_is_joined_at_one_rate(app):

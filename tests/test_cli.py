@@ -49,3 +49,17 @@ def test_missing_llm_keeps_the_guide_serving(tiny_config, monkeypatch):
     guide = Guide.load(tiny_config.replace(llm="/nowhere/model.gguf"), progress=False)
     turn = answer_turn(guide, DialogueState(), text="Where is the Mona Lisa?", tour="minitour")
     assert "Mona Lisa" in turn.answer and "not installed" in turn.notice
+
+
+def test_ask_speaks_the_answer_into_a_wav(tiny_env, tmp_path, capsys):
+    import shutil
+    import wave
+
+    if not shutil.which("espeak-ng"):
+        pytest.skip("espeak-ng is not installed (make setup installs it)")
+    out = tmp_path / "answer.wav"
+    assert main(["ask", "How tall is the Eiffel Tower?", "--tour", "minitour", "--speak", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "330" in printed and f"spoken answer: {out}" in printed and "first_audio" in printed
+    with wave.open(str(out)) as w:
+        assert w.getnframes() / w.getframerate() > 1.0  # the sentence, spoken

@@ -23,8 +23,17 @@ def test_follow_up_is_about_the_same_attraction(tiny_guide):
 
 
 def test_answer_streams_in_pieces(tiny_guide):
+    from .test_speech_stream import ScriptedLLM
+
+    # the tiny profile's extractive answerer writes in one piece: a model that writes word by word
+    words = "The Eiffel Tower is 330 metres tall and was built for the World's Fair of 1889 [1].".split(" ")
+    tiny_guide.llm = ScriptedLLM([w + " " for w in words[:-1]] + words[-1:])
     turns = list(stream_turn(tiny_guide, DialogueState(), text="How tall is the Eiffel Tower?", tour="minitour"))
     assert turns[-1].done and not any(t.done for t in turns[:-1])
+    partial = [t.answer for t in turns[:-1]]
+    assert len(set(partial)) >= 8  # the visitor sees the text grow, not the whole answer at once
+    assert all(later.startswith(earlier) for earlier, later in zip(partial, partial[1:]))
+    assert partial[0] and len(partial[0]) < 40 and turns[-1].answer == " ".join(words)
 
 
 @pytest.mark.parametrize("text", ["", "   ", None])
