@@ -357,16 +357,10 @@ def voices_report(texts_by_lang: dict[str, Sequence[str]], setups: dict[str, obj
 
 
 def machine() -> str:
-    """The CPU's model name (lscpu) and core count, for tables of measurements."""
-    import os
-    import subprocess
+    """The CPU (model, vector instruction sets, cores), for tables of measurements."""
+    from .evaluate import machine_description
 
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=False, timeout=10).stdout
-        model = next((line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name")), "?")
-    except OSError:
-        model = "?"
-    return f"{model}, {os.cpu_count()} cores"
+    return machine_description()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -257,7 +257,22 @@ def machine_description() -> str:
         mem = f", {pages / 2**30:.0f} GiB RAM"
     except (ValueError, OSError):
         pass
-    return f"{cpu}, {os.cpu_count()} cores{mem}, {platform.system()} {platform.release()}, Python {platform.python_version()}"
+    simd = simd_flags()
+    return (f"{cpu} ({simd}), {os.cpu_count()} cores{mem}, {platform.system()} {platform.release()}, "
+            f"Python {platform.python_version()}")
+
+
+# the instruction sets that change native speed or decide whether a build runs (docs/PORTABILITY.md)
+_SIMD = ("avx2", "fma", "avx_vnni", "avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_tile", "amx_int8",
+         "amx_bf16", "asimd", "sve")
+
+
+def simd_flags(flags: frozenset[str] | None = None) -> str:
+    """The CPU's vector instruction sets that matter for the guide's native code, e.g. 'avx2 fma avx512f'."""
+    from .config import cpu_flags
+
+    flags = cpu_flags() if flags is None else flags
+    return " ".join(f for f in _SIMD if f in flags) or "no SIMD flags read"
 
 
 def by_type(rows: list[dict]) -> dict:

@@ -69,3 +69,11 @@ def test_the_self_check_decodes_without_repacking_too():
     llama_cpp = pytest.importorskip("llama_cpp")
     params = llama_cpp.llama_model_default_params()
     assert hasattr(params, "use_extra_bufts"), "llama-cpp-python no longer exposes use_extra_bufts"
+
+
+def test_measurements_name_the_vector_instruction_sets_they_ran_on():
+    from guide.evaluate import machine_description, simd_flags
+
+    assert simd_flags(frozenset({"sse2", "avx2", "fma", "amx_tile", "avx512f"})) == "avx2 fma avx512f amx_tile"
+    if "x86" in __import__("platform").machine() or "amd64" in __import__("platform").machine().lower():
+        assert "avx2" in machine_description()
