@@ -11,7 +11,8 @@ from .tours import Tour
 __all__ = ["DialogueState", "Query", "find_attractions", "resolve", "EXTRA_LANGUAGES"]
 
 # Languages recognised (to say "I can't answer in that language yet") even when a tour lacks them.
-EXTRA_LANGUAGES = ("en", "fr", "de", "es", "it", "pt", "nl", "pl", "tr", "sv")
+EXTRA_LANGUAGES = ("en", "fr", "de", "es", "it", "pt", "nl", "pl", "tr", "sv", "fi", "da", "nb", "cs", "hu", "ro", "sw",
+                   "id", "vi")
 _SCRIPTS = {  # scripts of languages no tour here has: detected to be answered politely
     "ru": re.compile(r"[\u0400-\u04ff]"),
     "ar": re.compile(r"[\u0600-\u06ff]"),

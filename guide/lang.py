@@ -22,9 +22,25 @@ LANGUAGES: dict[str, tuple[str, str]] = {
     "ko": ("Korean", "한국어"),
 }
 
+# languages recognised only to say "I can't answer in ... yet" (dialogue.EXTRA_LANGUAGES): names, no phrases
+OTHER_LANGUAGES: dict[str, tuple[str, str]] = {
+    "pl": ("Polish", "polski"),
+    "tr": ("Turkish", "Türkçe"),
+    "sv": ("Swedish", "svenska"),
+    "fi": ("Finnish", "suomi"),
+    "da": ("Danish", "dansk"),
+    "nb": ("Norwegian", "norsk"),
+    "cs": ("Czech", "čeština"),
+    "hu": ("Hungarian", "magyar"),
+    "ro": ("Romanian", "română"),
+    "sw": ("Swahili", "Kiswahili"),
+    "id": ("Indonesian", "Bahasa Indonesia"),
+    "vi": ("Vietnamese", "Tiếng Việt"),
+}
+
 
 def language_name(code: str, native: bool = False) -> str:
-    names = LANGUAGES.get(code)
+    names = LANGUAGES.get(code) or OTHER_LANGUAGES.get(code)
     return (names[1] if native else names[0]) if names else code
 
 

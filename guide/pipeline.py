@@ -522,6 +522,8 @@ def stream_turn(guide: Guide, state: DialogueState, *, text: str | None = None, 
     turn = Turn(language=ui_lang)
     timings = turn.timings
     question = (text or "").strip()
+    if not any(c.isalnum() for c in question):  # emoji or punctuation only: nothing to search for
+        question = ""
 
     seen = None
     if image is not None:
@@ -685,6 +687,11 @@ def _answer(guide: Guide, state: DialogueState, before: DialogueState, turn: Tur
             timings["tts_first"] = voice.first_tts_s
             timings["first_audio"] = voice.first_audio_at - t_start
         timings["tts"] = voice.tts_s
+    # a stage this turn used runs on its fallback since its self-check failed: say so (doctor has the detail)
+    used = [stage for stage, on in (("asr", turn.transcript is not None), ("tts", voice is not None)) if on]
+    fallbacks = [guide.problems[stage] for stage in used if stage in guide.problems]
+    if fallbacks and not turn.notice:
+        turn.notice = "Running on a fallback here: " + "; ".join(fallbacks)
     timings["total"] = time.perf_counter() - t_start
     turn.done = True
     yield replace(turn, speech=list(turn.speech))

@@ -72,3 +72,14 @@ def test_the_offline_whisper_decodes_in_a_child(tmp_path):
     check = selfcheck.check_asr(load_config("offline"), use_cache=False)
     assert check.ok, check.detail
     assert "decoded 1 s" in check.detail
+
+
+def test_a_stage_on_its_fallback_is_named_in_the_notice_of_the_turns_that_use_it(tiny_guide):
+    from guide.dialogue import DialogueState
+    from guide.pipeline import answer_turn
+
+    tiny_guide.problems["tts"] = "a voice failed its self-check: fr: crashed, killed by SIGSEGV"
+    spoken = answer_turn(tiny_guide, DialogueState(), text="How tall is the tower?", speak=True)
+    assert "SIGSEGV" in (spoken.notice or "")
+    silent = answer_turn(tiny_guide, DialogueState(), text="How tall is the tower?", speak=False)
+    assert "SIGSEGV" not in (silent.notice or "")
