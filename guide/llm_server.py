@@ -165,17 +165,22 @@ def serve(argv: list[str] | None = None) -> None:
 
 
 def _exit_with_parent() -> None:
-    """Linux: the kernel sends this process SIGTERM when its parent dies (no orphaned model servers)."""
-    if not sys.platform.startswith("linux"):
-        return
-    try:
-        import ctypes
+    """Exit when the process that started this one is gone (no orphaned model servers).
 
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
-    if os.getppid() == 1:  # the parent died before prctl took effect
+    Not PR_SET_PDEATHSIG: Linux sends that when the *thread* that forked the child exits, and the
+    supervisor restarts a crashed child from a short-lived thread.
+    """
+    parent = os.getppid()
+
+    def watch():
+        while True:
+            if os.getppid() != parent:
+                os._exit(0)
+            time.sleep(1.0)
+
+    if parent == 1:  # the parent died before this process started watching
         sys.exit(0)
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
 # --- the parent: start, check, restart ------------------------------------------------------------------

@@ -49,5 +49,6 @@ def test_killing_the_model_during_a_turn_costs_that_answer_and_the_next_visitor_
 
     # the next visitor: the supervisor has restarted the model
     second = answer_turn(guide, DialogueState(), text="When was the Eiffel Tower built?", tour="paris")
-    assert "1889" in second.answer, second.answer
+    assert phrase("llm_failed", "en") not in second.answer
+    assert "1887" in second.answer or "1889" in second.answer, second.answer  # built 1887-1889
     assert guide.llm.pid != pid and guide.llm.server.restarts >= 1
