@@ -134,11 +134,36 @@ class Outputs(NamedTuple):
     last_active: Any
 
 
+def photo_input(**kwargs) -> gr.Image:
+    """A gr.Image (type="filepath") whose upload reaches the guide as its file path, unopened.
+
+    gr.Image opens every upload with PIL before the event runs, so a zero-byte file, a text file named
+    .jpg or a decompression bomb ends as Gradio's bare "Error"; guide.vision.load_image reads the file
+    itself (size limits first) and answers with a message the visitor can act on. (An instance
+    override, not a subclass: Gradio writes a .pyi stub beside the module of every component class.)"""
+    image = gr.Image(type="filepath", **kwargs)
+    default = image.preprocess
+
+    def preprocess(payload):
+        if payload is not None and payload.path and not (payload.url or "").startswith("data:"):
+            return str(payload.path)
+        return default(payload)
+
+    image.preprocess = preprocess
+    return image
+
+
 def _notice_html(text: str | None) -> str:
     if not text:
         return ""
     body = "<br>".join(html.escape(line) for line in text.splitlines())
     return f'<div class="notice" role="status" aria-live="polite">{body}</div>'
+
+
+def _shown(text: str) -> str:
+    """Text for a Markdown component (chat, sources, card) that shows as it was written: HTML in a
+    visitor's question, a tour text or an answer is displayed, never rendered as elements."""
+    return html.escape(text or "", quote=False)
 
 
 def _sources_md(turn: Turn) -> str:
@@ -149,7 +174,9 @@ def _sources_md(turn: Turn) -> str:
         p = h.passage
         mark = "**" if i in turn.citations else ""
         text = p.text if len(p.text) < 400 else p.text[:400] + "…"
-        lines.append(f"{mark}[{i}] {p.title}{mark} · _{language_name(p.lang)}, {p.kind}_  \n{text}  \n`{p.source}`")
+        source = str(p.source).replace("`", "'")  # a code span shows its text as it is
+        lines.append(f"{mark}[{i}] {_shown(p.title)}{mark} · _{language_name(p.lang)}, {p.kind}_  \n"
+                     f"{_shown(text)}  \n`{source}`")
     return "\n\n".join(lines)
 
 
@@ -166,18 +193,19 @@ def _card(guide: Guide, turn: Turn, tour_id: str):
                 shown = tour.attraction(rec_id).name(turn.language)
             except KeyError:
                 shown = getattr(rec, "name", None) or rec_id
-            lines.append(f"### 📷 {shown} ({getattr(rec, 'score', 0.0):.0%})\n{why}")
+            lines.append(f"### 📷 {_shown(shown)} ({getattr(rec, 'score', 0.0):.0%})\n{_shown(why)}")
         else:
-            lines.append(f"### 📷 I don't recognise this place\n{why}")
+            lines.append(f"### 📷 I don't recognise this place\n{_shown(why)}")
     if turn.attraction:
         a = tour.attraction(turn.attraction)
         name = a.name(turn.language)
         if rec is None or getattr(rec, "attraction", None) != a.id:
-            lines.append(f"### {name}")
+            lines.append(f"### {_shown(name)}")
         related = [(kind, other) for kind, ids in a.relations.items() for other in ids]
         if related:
             lines.append("**Nearby and related:** " + ", ".join(
-                f"{tour.attraction(o).name(turn.language)} ({kind.replace('_', ' ')})" for kind, o in related[:6]))
+                f"{_shown(tour.attraction(o).name(turn.language))} ({kind.replace('_', ' ')})"
+                for kind, o in related[:6]))
         folder = tour.photos_dir(a.id)
         photos = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png", ".webp")) \
             if folder.is_dir() else []
@@ -253,7 +281,7 @@ def respond(text, image, audio, tour_id, language, speak, chat, state):
     shown = text.strip() if text and text.strip() else ("🎤 …" if audio is not None else "")
     if image is not None:
         shown = f"📷 {shown}".strip()
-    chat = [*(chat or []), {"role": "user", "content": shown or "…"}, {"role": "assistant", "content": ""}]
+    chat = [*(chat or []), {"role": "user", "content": _shown(shown) or "…"}, {"role": "assistant", "content": ""}]
     try:
         # the composer empties as in any chat; sources, card, speech and notice of the last turn go
         yield Outputs(chat, "", "", gr.Image(value=None, visible=False), None, gr.skip(), state, "", "", None, None,
@@ -264,8 +292,8 @@ def respond(text, image, audio, tour_id, language, speak, chat, state):
             state = new_state
             if turn.question and not (text and text.strip()):  # what was heard, or "What is this?" for a photo
                 mic = "🎤 " if turn.transcript is not None else ""
-                chat[-2]["content"] = f"{'📷 ' if image is not None else ''}{mic}{turn.question}"
-            chat[-1]["content"] = turn.answer
+                chat[-2]["content"] = _shown(f"{'📷 ' if image is not None else ''}{mic}{turn.question}")
+            chat[-1]["content"] = _shown(turn.answer)
             if turn.done:
                 card, photo = _card(get_guide(), turn, tour_id)
                 speech = _speech_audio(turn)
@@ -275,7 +303,7 @@ def respond(text, image, audio, tour_id, language, speak, chat, state):
             yield Outputs(chat, _sources_md(turn), card, photo, speech, live.chunk(turn), state, gr.skip(),
                           _notice_html(turn.notice), gr.skip(), gr.skip(), time.monotonic())
     except GuideError as e:  # for the visitor or the operator to act on: shown as it is
-        chat[-1:] = [{"role": "assistant", "content": str(e)}]
+        chat[-1:] = [{"role": "assistant", "content": _shown(str(e))}]
         yield Outputs(chat, "", "", gr.skip(), None, gr.skip(), state, text, _notice_html(str(e)), None, None,
                       time.monotonic())
     except Exception:
@@ -346,7 +374,7 @@ def build_ui(*, kiosk: bool = False, idle_reset_s: float = 120) -> gr.Blocks:
                                       scale=5, lines=1, max_lines=4, elem_id="question")
                     send = gr.Button("Ask", variant="primary", scale=1, elem_id="ask", size="lg")
                 with gr.Row():
-                    image = gr.Image(sources=["upload", "webcam"], type="filepath", image_mode=None,
+                    image = photo_input(sources=["upload", "webcam"], image_mode=None,
                                      label="Show me a photo", height=220 if kiosk else 200, elem_id="photo")
                     audio = gr.Audio(sources=["microphone", "upload"], type="filepath",
                                      label="Ask aloud (record or upload)", elem_id="recording")

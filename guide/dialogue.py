@@ -148,7 +148,7 @@ def _near_misses(folded: str, tour: Tour, cutoff: float = 0.8) -> list[tuple[int
     return found
 
 
-def _detect(text: str, tour: Tour, previous: str | None) -> tuple[str, float]:
+def question_language(text: str, tour: Tour, previous: str | None) -> tuple[str, float]:
     """(language, confidence). Names are ignored; a message too short to tell keeps the previous language."""
     for code, script in _SCRIPTS.items():
         if code not in tour.languages and len(script.findall(text)) >= 2:
@@ -178,7 +178,7 @@ def resolve(state: DialogueState, text: str, tour: Tour, *, seen: str | None = N
     if heard:  # a spoken question: Whisper already told the language, from the voice itself
         detected, confidence = heard, 1.0
     else:
-        detected, confidence = _detect(text, tour, state.language)
+        detected, confidence = question_language(text, tour, state.language)
     if state.language_override in tour.languages:
         language = state.language_override
     elif detected in tour.languages:

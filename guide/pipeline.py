@@ -14,7 +14,7 @@ from pathlib import Path
 
 from .answer import AnswerStream, build_messages, is_echo, is_refusal, load_llm, unsupported_claims
 from .config import GuideConfig, load_config
-from .dialogue import DialogueState, resolve
+from .dialogue import DialogueState, find_attractions, question_language, resolve
 from .errors import GuideError, ModelUnavailable, TourError
 from .lang import LANGUAGES, fold, language_name, phrase
 from .retrieval import Hit, ensure_index, load_embedder
@@ -560,6 +560,16 @@ def stream_turn(guide: Guide, state: DialogueState, *, text: str | None = None, 
             message, lang = _not_heard(turn.transcript, doubt, tour_obj, state)
             yield _finish_early(turn, guide, message, lang, speak=speak, t_start=t_start)
             return
+    rec = turn.recognition
+    if rec is not None and not seen and not find_attractions(question, tour_obj):
+        # a photo it does not recognise, and nothing in words says which place is meant: answering
+        # "when was it built?" would be about some other place, so it asks instead
+        lang = state.language_override or (
+            turn.transcript.language if turn.transcript is not None and turn.transcript.text
+            else question_language(question, tour_obj, state.language)[0] if question else ui_lang)
+        yield _finish_early(turn, guide, _not_recognised(rec, tour_obj, lang), lang, speak=speak,
+                            t_start=t_start)
+        return
     if not question and seen:
         question = _what_is_this(ui_lang)
     if not question:
@@ -700,6 +710,25 @@ def _answer(guide: Guide, state: DialogueState, before: DialogueState, turn: Tur
 _WHAT_IS_THIS = {"en": "What is this?", "fr": "Qu'est-ce que c'est ?", "de": "Was ist das?", "es": "¿Qué es esto?",
                  "it": "Che cos'è?", "pt": "O que é isto?", "nl": "Wat is dit?", "zh": "这是什么？",
                  "ja": "これは何ですか？", "ko": "이것은 무엇입니까?"}
+
+
+def _not_recognised(rec, tour: Tour, lang: str) -> str:
+    """What the guide says about a photo it did not recognise, in `lang`: the places it might be (the
+    tour's names in that language) and what would help."""
+    kind = getattr(rec, "hint_kind", "")
+    if kind == "no-photos":
+        return phrase("photo_hint_no-photos", lang)
+    ids = list(getattr(rec, "nearest_ids", []) or [a for a, _ in (getattr(rec, "candidates", None) or [])][:3])
+    names = []
+    for a in ids:
+        try:
+            names.append(tour.attraction(a).name(lang))
+        except KeyError:
+            continue
+    message = phrase("photo_unknown", lang, names=", ".join(names)) if names else phrase("photo_unknown_alone", lang)
+    if kind in ("whole-building", "more-detail"):
+        message += " " + phrase(f"photo_hint_{kind}", lang)
+    return message
 
 
 def _what_is_this(lang: str) -> str:

@@ -107,6 +107,7 @@ class Recognition:
     # not recognised: the attractions it may be (display names, nearest first) so the guide can ask which
     # one is meant, and what would help (hint: an English sentence; hint_kind: a key to translate it by)
     nearest: list[str] = field(default_factory=list)
+    nearest_ids: list[str] = field(default_factory=list)  # the same attractions, as ids
     hint: str = ""
     hint_kind: str = ""  # "" | "whole-building" | "more-detail" | "which-one" | "no-photos"
 
@@ -951,11 +952,10 @@ class PhotoRecognizer:
         return self.decide(q, self.evidence(q))
 
     def nearest(self, ev: Evidence, k: int = 3) -> list[str]:
-        """Display names of the attractions a photo most likely shows: verified evidence first, then the
-        global descriptor's similarity."""
+        """Ids of the attractions a photo most likely shows: verified evidence first, then the global
+        descriptor's similarity."""
         support = ev.support or {a: float(v[0]) for a, v in ev.verified.items()}
-        ranked = sorted(ev.global_sim, key=lambda a: (-support.get(a, 0.0), -ev.global_sim[a]))
-        return [self._names.get(a, a) for a in ranked[:k]]
+        return sorted(ev.global_sim, key=lambda a: (-support.get(a, 0.0), -ev.global_sim[a]))[:k]
 
     def _local_decision(self, ev: Evidence) -> Recognition:
         o = self.options
@@ -986,7 +986,8 @@ class PhotoRecognizer:
         else:
             why = "It doesn't match any of my reference photos of this tour's attractions."
             hint, kind = ("A photo with the whole building in view would help me.", "whole-building")
-        return Recognition(None, None, d.score, why, d.candidates, nearest=nearest, hint=hint, hint_kind=kind)
+        return Recognition(None, None, d.score, why, d.candidates, nearest=[self._names.get(a, a) for a in nearest],
+                           nearest_ids=nearest, hint=hint, hint_kind=kind)
 
     def decide(self, q: Query, ev: Evidence) -> Recognition:
         """Name an attraction from the evidence, or None when it is not convincing."""

@@ -98,13 +98,9 @@ def client_turn(server, text="", image=None, audio=None, tour="minitour"):
     return text_of(chat[-1]["content"]), html.unescape(re.sub(r"<[^>]+>", " ", notice or "")).strip()
 
 
-# Gradio's Image preprocessing opens every upload with PIL before app.respond runs
-# (gradio/image_utils.py preprocess_image: PIL.Image.open), so these never reach guide.vision.load_image.
-GRADIO_REJECTS = {"zero-byte", "text-named-jpg", "bomb-30000x30000-png"}
-PHOTO_CASES = [pytest.param(c, marks=pytest.mark.xfail(
-    strict=True, reason="app.py: gr.Image's preprocess decodes the upload with PIL and raises before respond; "
-    "the visitor gets Gradio's bare 'Error'. Needs an Image input whose preprocess returns payload.path "
-    "unopened (load_image checks it)")) if c in GRADIO_REJECTS else c for c in BAD_PHOTOS]
+# app.photo_input hands the upload to the guide unopened (gr.Image would open it with PIL first and
+# answer a zero-byte file, a text file named .jpg or a bomb with Gradio's bare "Error").
+PHOTO_CASES = list(BAD_PHOTOS)
 
 
 @pytest.mark.parametrize("case", PHOTO_CASES)
@@ -132,7 +128,6 @@ def test_a_bad_recording_upload_gets_the_guides_message(server, case, tmp_path):
 def test_the_server_survived_every_fault(server):
     """Alive, and no turn failed inside the guide (the app logs 'turn failed' for anything unexpected).
 
-    Gradio's own tracebacks for the uploads it rejects (the xfail cases above) are in the log too.
     """
     assert server.proc.poll() is None
     log = server.log.read_text(errors="replace")
@@ -187,9 +182,6 @@ def test_no_script_from_a_question_or_a_tour_text_runs(hostile_page):
 
 
 @pytest.mark.browser
-@pytest.mark.xfail(strict=True, reason="app.py: chat messages and source texts go to gr.Chatbot / gr.Markdown as "
-                   "markdown with HTML, which Gradio sanitizes but still renders (<img>, <b id=...> become elements); "
-                   "they need html.escape (or a Markdown that renders no HTML) so they show as typed/written")
 def test_html_in_a_question_or_a_tour_text_is_shown_as_text(hostile_page):
     assert hostile_page.locator("#chat img[src='x'], #sources img[src='x'], #injected, #chat b, #sources b").count() == 0
     assert "<b id=\"injected\">bold</b>" in hostile_page.locator("#sources").inner_text()

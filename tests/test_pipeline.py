@@ -73,3 +73,55 @@ def test_switching_tours_resets_the_conversation(tiny_guide):
     state = DialogueState(tour="other", attraction="x", history=[{"role": "user", "content": "hi"}])
     answer_turn(tiny_guide, state, text="How tall is the Eiffel Tower?", tour="minitour")
     assert state.tour == "minitour" and len(state.history) == 2
+
+
+class _Unsure:
+    """A recognizer that does not recognise anything, but knows what the photo might be."""
+
+    def __init__(self, nearest=("eiffel-tower", "louvre"), hint_kind="whole-building"):
+        self.nearest, self.hint_kind = list(nearest), hint_kind
+
+    def recognize(self, image):
+        from guide.vision import Recognition
+
+        return Recognition(None, None, 0.2, "Only 5 details line up (I need 10).", [(a, 0.1) for a in self.nearest],
+                           nearest=self.nearest, nearest_ids=self.nearest, hint_kind=self.hint_kind)
+
+
+def _photo(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    path = tmp_path / "photo.png"
+    Image.fromarray(np.full((64, 64, 3), 120, np.uint8)).save(path)
+    return str(path)
+
+
+@pytest.mark.parametrize("question, lang, words", [
+    (None, "en", ["recognise", "Eiffel Tower", "Louvre", "whole building"]),
+    ("When was it built?", "en", ["recognise", "Eiffel Tower", "Louvre", "whole building"]),
+    ("Wann wurde das gebaut?", "de", ["erkenne", "Eiffelturm", "ganze Gebäude"]),
+])
+def test_an_unrecognised_photo_is_not_answered_about_another_place(tiny_guide, tmp_path, question, lang, words):
+    tiny_guide._recognizers["minitour"] = _Unsure()
+    state = DialogueState()
+    answer_turn(tiny_guide, state, text="Tell me about the Louvre.", tour="minitour")  # a subject to drift to
+    history = list(state.history)
+    turn = answer_turn(tiny_guide, state, text=question, image=_photo(tmp_path), tour="minitour")
+    assert turn.done and not turn.passages and not turn.citations and turn.language == lang
+    assert all(w in turn.answer for w in words), turn.answer
+    assert state.history == history and state.attraction == "louvre"  # nothing was answered or remembered
+
+
+def test_an_unrecognised_photo_with_a_named_place_is_answered(tiny_guide, tmp_path):
+    tiny_guide._recognizers["minitour"] = _Unsure()
+    turn = answer_turn(tiny_guide, DialogueState(), text="How tall is the Eiffel Tower?", image=_photo(tmp_path),
+                       tour="minitour")
+    assert turn.attraction == "eiffel-tower" and "330" in turn.answer and turn.citations
+
+
+def test_a_tour_without_reference_photos_says_so(tiny_guide, tmp_path):
+    tiny_guide._recognizers["minitour"] = _Unsure(nearest=(), hint_kind="no-photos")
+    turn = answer_turn(tiny_guide, DialogueState(), text="Was ist das für ein Gebäude?",
+                       image=_photo(tmp_path), tour="minitour")
+    assert turn.language == "de" and "Referenzfotos" in turn.answer
