@@ -103,11 +103,11 @@ def inside_answer(attraction, lang: str, hits: list[Hit]) -> str | None:
     value = attraction.facts.get("inside")
     if not isinstance(value, dict) or not value.get(lang):
         return None
+    text = value[lang].strip()
     n = next((i for i, h in enumerate(hits, 1) if h.passage.attraction == attraction.id
-              and h.passage.kind == "facts" and h.passage.lang == lang), None)
+              and h.passage.kind == "facts" and h.passage.lang == lang and text in h.passage.text), None)
     if n is None:
         return None
-    text = value[lang].strip()
     if not re.search(r"[.!?。！？]$", text):
         text += "。" if _is_cjk(text) else "."
     return cite(text, n)

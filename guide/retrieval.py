@@ -40,7 +40,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 3  # bump when chunking or the on-disk layout changes: old indexes become stale
+FORMAT_VERSION = 4  # bump when chunking or the on-disk layout changes: old indexes become stale
 HNSW_THRESHOLD = 50_000  # passages; below it an exact flat index is fast enough
 HASH_BYTES = 64 * 1024 * 1024  # index files up to this size get a sha256 in the manifest (all get their size)
 

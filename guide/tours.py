@@ -91,6 +91,13 @@ class Tour:
     attractions: list[Attraction]
     path: Path
     content_hash: str  # sha256 of tour.yaml; indexes built from other content are stale
+    # the languages its texts are written in (a subset of `languages`, or all of them): a visitor in
+    # another of `languages` is answered from these texts (retrieval is cross-lingual)
+    text_languages: list[str] = field(default_factory=list)
+    examples: dict[str, list[str]] = field(default_factory=dict)  # language -> questions the app offers
+
+    def texts_in(self) -> list[str]:
+        return self.text_languages or self.languages
 
     def attraction(self, attraction_id: str) -> Attraction:
         for a in self.attractions:
@@ -183,6 +190,30 @@ def load_tour(path: str | Path) -> Tour:
         elif code not in LANGUAGES:
             log.warning("%s: language %r has no built-in prompts; answers use English instructions", where, code)
     languages = [c for c in languages if isinstance(c, str)]
+    text_languages = data.get("text_languages")
+    if text_languages is None:
+        text_languages = list(languages)
+    elif not isinstance(text_languages, list) or not text_languages:
+        bad("text_languages", "expected a non-empty list of language codes (the languages the texts are written in)")
+        text_languages = list(languages)
+    else:
+        for i, code in enumerate(text_languages):
+            if code not in languages:
+                bad(f"text_languages[{i}]", f"{code!r} is not one of the tour's languages ({', '.join(languages)})")
+        text_languages = [c for c in text_languages if c in languages]
+    examples: dict[str, list[str]] = {}
+    raw_examples = data.get("examples") or {}
+    if not isinstance(raw_examples, dict):
+        bad("examples", "expected a mapping language -> list of example questions")
+        raw_examples = {}
+    for code, qs in raw_examples.items():
+        qs = [qs] if isinstance(qs, str) else qs
+        if code not in languages:
+            bad(f"examples.{code}", f"language {code!r} is not in the tour's languages")
+        elif not isinstance(qs, list) or not all(isinstance(q, str) and q.strip() for q in qs):
+            bad(f"examples.{code}", "expected a list of questions")
+        else:
+            examples[code] = [q.strip() for q in qs]
     name = data.get("name")
     if isinstance(name, str):
         name = {"en": name}
@@ -227,7 +258,10 @@ def load_tour(path: str | Path) -> Tour:
         for code in languages:
             text = raw_desc.get(code)
             if text is None:
-                bad(f"{at}.descriptions.{code}", "missing")
+                if code in text_languages:
+                    bad(f"{at}.descriptions.{code}", "missing" + (
+                        "" if len(text_languages) == len(languages) else
+                        f" (the texts are written in {', '.join(text_languages)})"))
             elif not isinstance(text, str) or not text.strip():
                 bad(f"{at}.descriptions.{code}", "empty")
             else:
@@ -290,6 +324,8 @@ def load_tour(path: str | Path) -> Tour:
         attractions=attractions,
         path=path,
         content_hash=hashlib.sha256(raw_bytes).hexdigest(),
+        text_languages=[] if text_languages == languages else text_languages,
+        examples=examples,
     )
 
 
@@ -342,14 +378,34 @@ def facts_text(attraction: Attraction, lang: str) -> str:
     return "\n".join(lines)
 
 
-def tour_passages(tour: Tour, *, max_chars: int = 600) -> list[Passage]:
-    """Every passage of the tour: description chunks per language, and a facts passage per language."""
+def _fact_cards(lines: list[str], max_chars: int) -> list[int]:
+    """How many fact lines each card takes: consecutive lines packed into cards of at most `max_chars`
+    (a longer fact is a card alone)."""
+    sizes: list[int] = []
+    used = 0
+    for line in lines:
+        if sizes and used + 1 + len(line) <= max_chars:
+            sizes[-1] += 1
+            used += 1 + len(line)
+        else:
+            sizes.append(1)
+            used = len(line)
+    return sizes
+
+
+def tour_passages(tour: Tour, *, max_chars: int = 600, fact_chars: int = 120) -> list[Passage]:
+    """Every passage of the tour: description chunks in each language they are written in, and the facts
+    in every language of the tour (labels translated, values as written) as small
+    cards of a few facts each, so a question gets the facts it asks about (a short prompt), not all."""
     rel = _rel(tour.path)
     out: list[Passage] = []
     for a in tour.attractions:
+        # the same facts on card n in every language (cut by the first language's lines), so the
+        # retrieval's "one paragraph in several languages" units hold for cards too
+        sizes = _fact_cards(facts_text(a, tour.texts_in()[0]).splitlines(), fact_chars) if a.facts else []
         for lang in tour.languages:
             title = a.name(lang)
-            for n, chunk in enumerate(_chunks(a.descriptions[lang], max_chars)):
+            for n, chunk in enumerate(_chunks(a.descriptions.get(lang, ""), max_chars)):
                 out.append(
                     Passage(
                         id=f"{a.id}/{lang}/d{n}",
@@ -362,16 +418,18 @@ def tour_passages(tour: Tour, *, max_chars: int = 600) -> list[Passage]:
                         source=f"{rel}#{a.id}.descriptions.{lang}",
                     )
                 )
-            if a.facts:
+            lines = facts_text(a, lang).splitlines() if a.facts else []
+            cards = ["\n".join(lines[sum(sizes[:n]):sum(sizes[:n + 1])]) for n in range(len(sizes))]
+            for n, card in enumerate(cards):
                 out.append(
                     Passage(
-                        id=f"{a.id}/{lang}/facts",
+                        id=f"{a.id}/{lang}/facts" + (str(n + 1) if n else ""),
                         tour=tour.id,
                         attraction=a.id,
                         lang=lang,
                         kind="facts",
                         title=title,
-                        text=facts_text(a, lang),
+                        text=card,
                         source=f"{rel}#{a.id}.facts",
                     )
                 )

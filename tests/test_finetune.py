@@ -100,7 +100,8 @@ def test_reference_answers_are_one_short_sentence_composed_from_the_fact(paris, 
     guide, tour = paris
 
     def answer(aid, key, lang, question):
-        hits = guide.search(tour, question, attractions=[aid], lang=lang)
+        # the description as well as the facts cards (the facts come in cards of one or two facts)
+        hits = guide.search(tour, question, attractions=[aid], lang=lang, k=20)
         return composed_answer(tour.attraction(aid), key, lang, hits), hits
 
     # a span of years is given whole: "completed" questions need the second year
@@ -176,7 +177,7 @@ def test_distillation_keeps_only_the_bases_right_answers(paris, dataset):
     right = f"Yes: {rows[0].expect[0]} is the answer {cite[rows[0].id]}."
     replies = {
         rows[0].question: right,  # kept
-        rows[1].question: f"The sources give {rows[1].expect[0]} for it.",  # kept, with the source added
+        rows[1].question: f"According to the sources, the answer to your question is {rows[1].expect[0]}.",  # + source
         rows[2].question: f"{rows[2].expect[0]} [9].",  # a source the prompt does not have
         rows[3].question: f"Es war {rows[3].expect[0]}, ganz sicher und ohne Zweifel {cite[rows[3].id]}.",  # German
         rows[4].question: f"It was 1234567 {cite[rows[4].id]}.",  # the wrong fact, a number no source has
@@ -184,7 +185,8 @@ def test_distillation_keeps_only_the_bases_right_answers(paris, dataset):
     out, stats = distil(_Scripted(replies), rows, tour, progress=False)
     assert stats == {"asked": 6, "kept": 2, "cited": 1}
     assert out[0].messages[-1]["content"] == right and out[0].messages[:-1] == rows[0].messages[:-1]
-    assert out[1].messages[-1]["content"] == f"The sources give {rows[1].expect[0]} for it {cite[rows[1].id]}."
+    assert out[1].messages[-1]["content"] == \
+        f"According to the sources, the answer to your question is {rows[1].expect[0]} {cite[rows[1].id]}."
     assert [e.messages for e in out[2:]] == [e.messages for e in rows[2:]]  # the composed answers stay
 
 
