@@ -49,6 +49,11 @@ def cmd_validate(args) -> int:
         try:
             tour = load_tour(path)
             print(f"{tour.id}: ok, {len(tour.attractions)} attractions in {', '.join(tour.languages)}")
+            others = [c for c in tour.languages if c not in tour.texts_in()]
+            if others:
+                print(f"  texts written in {', '.join(tour.texts_in())}; visitors in {', '.join(others)} are answered "
+                      f"in their language from those texts (cross-lingual retrieval); attraction names as the tour "
+                      f"writes them where it gives none in their language")
         except TourError as e:
             print(e, file=sys.stderr)
             bad += 1
@@ -108,8 +113,8 @@ def cmd_eval(args) -> int:
         print(format_table(rows))
         # round trip: sentences of the tour in each of its languages, spoken, then transcribed back
         tour = load_tour(config.tours_dir / args.tour)
-        texts = {lang: [a.descriptions[lang].split("\n")[0].split(". ")[0].split("。")[0] for a in tour.attractions[:3]]
-                 for lang in tour.languages}
+        texts = {lang: [a.descriptions[lang].split("\n")[0].split(". ")[0].split("。")[0] for a in tour.attractions[:3]
+                        if a.descriptions.get(lang)] for lang in tour.languages}
         print(f"\nRound trip on tour {tour.id} (synthesised, transcribed back; CER):\n")
         print(format_table(round_trip(texts, name=config.asr, backend=config.asr_backend, cache_dir=config.cache_dir)))
         return 0
@@ -204,6 +209,23 @@ def cmd_photos(args) -> int:
     return 0
 
 
+def cmd_import(args) -> int:
+    from .tour_import import read_places, write_tour
+
+    only = None
+    if args.places:
+        only = [line.strip() for line in Path(args.places).read_text(encoding="utf-8").splitlines() if line.strip()]
+    places = read_places(args.source, only=only)
+    out = Path(args.out) if args.out else _config(args).tours_dir
+    langs = [c.strip() for c in args.languages.split(",") if c.strip()]
+    path = write_tour(places, out / args.id, tour_id=args.id, name=args.name or args.id.replace("-", " ").title(),
+                      text_language=args.text_language, languages=langs, max_chars=args.max_chars,
+                      overwrite=args.force)
+    print(f"{path}: {len(places)} attractions, texts in {args.text_language}, answers in "
+          f"{', '.join(dict.fromkeys([args.text_language, *langs]))}; edit it, then `python -m guide validate {path.parent}`")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m guide", description="A multimodal, multilingual tour guide.")
     parser.add_argument("--profile", choices=list(PROFILES), help="model profile (default: GUIDE_PROFILE or offline)")
@@ -218,6 +240,18 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("validate", help="check tour files and list every problem")
     p.add_argument("tours", nargs="*", type=Path)
     p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("import", help="turn place texts (a folder of .txt/.md, or JSONL) into a tour skeleton")
+    p.add_argument("source", help="a JSONL file (name or title, text, optional coordinates) or a folder of texts")
+    p.add_argument("--id", required=True, help="the new tour's id (its folder name)")
+    p.add_argument("--name", help="the tour's title (default: from the id)")
+    p.add_argument("--text-language", default="en", help="the language the texts are written in (default en)")
+    p.add_argument("--languages", default="en,fr,de,es,zh,ja", help="languages the tour answers in, comma-separated")
+    p.add_argument("--places", help="a file of place names, one per line: import only these, in this order")
+    p.add_argument("--max-chars", type=int, default=3000, help="keep whole paragraphs up to this many characters")
+    p.add_argument("--out", help="the tours folder (default: the guide's)")
+    p.add_argument("--force", action="store_true", help="replace an existing tour.yaml")
+    p.set_defaults(func=cmd_import)
 
     p = sub.add_parser("ask", help="ask the guide (questions as arguments, or one per line on stdin)")
     p.add_argument("question", nargs="*")
