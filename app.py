@@ -43,24 +43,6 @@ SORRY = "Sorry, something went wrong on my side. Please try again."
 TURN_SECONDS = 120  # ZeroGPU: the longest a GPU is held for one turn
 
 # Example questions per tour and language; a tour without an entry shows none.
-EXAMPLES: dict[str, dict[str, list[str]]] = {
-    "paris": {
-        "en": ["How tall is the Eiffel Tower?", "Who designed the glass pyramid at the Louvre?"],
-        "fr": ["Quelle est la hauteur de la tour Montparnasse ?", "Quand Notre-Dame a-t-elle rouvert ?"],
-        "de": ["Wann wurde der Eiffelturm gebaut?", "Wer ist unter dem Arc de Triomphe begraben?"],
-        "es": ["¿Se puede subir a la cúpula del Sacré-Cœur?"],
-        "zh": ["卢浮宫的玻璃金字塔是谁设计的？"],
-        "ja": ["ノートルダム大聖堂はいつ再開しましたか？"],
-    },
-    "rome": {
-        "en": ["How many spectators did the Colosseum hold?"],
-        "it": ["Chi è sepolto nel Pantheon?"],
-        "de": ["Warum wirft man Münzen in den Trevi-Brunnen?"],
-        "fr": ["Qui a conçu la coupole de la basilique Saint-Pierre ?"],
-        "es": ["¿Cuándo se construyó el Coliseo?"],
-    },
-}
-
 # Kiosk: high contrast (white on black, yellow accents and focus rings) and large touch targets.
 KIOSK_CSS = """
 :root, .dark, .gradio-container {
@@ -340,7 +322,10 @@ def idle_tick(image, audio, last_active, *, idle_s: float, now: float | None = N
 
 
 def _examples(tour_id: str | None) -> list[list[str]]:
-    return [[language_name(lang, native=True), q] for lang, qs in EXAMPLES.get(tour_id or "", {}).items() for q in qs]
+    """[language, question] rows of the tour's `examples` (tour.yaml), for "Try asking"."""
+    tours = get_guide().tours
+    examples = tours[tour_id].examples if tour_id in tours else {}
+    return [[language_name(lang, native=True), q] for lang, qs in examples.items() for q in qs]
 
 
 def _language_choices(guide: Guide, tour_id: str | None) -> list[tuple[str, str]]:

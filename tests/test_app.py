@@ -209,11 +209,19 @@ def test_every_control_is_labelled(app):
             assert block.value
 
 
-def test_examples_per_language(app):
-    samples = app._examples("paris")
-    languages = {lang for lang, _ in samples}
-    assert {"English", "Deutsch", "français", "español", "中文", "日本語"} <= languages
-    assert app._examples("minitour") == []
+def test_examples_per_language_come_from_the_tour_file(app):
+    assert app._examples("minitour") == [["English", "How tall is the Eiffel Tower?"],
+                                         ["Deutsch", "Wann wurde der Eiffelturm gebaut?"],
+                                         ["Deutsch", "Was ist der Pont Neuf?"]]
+    assert app._examples("no-such-tour") == []
+
+
+def test_the_project_tours_offer_examples_in_each_of_their_languages():
+    from guide.tours import load_tour
+
+    for tour_id in ("paris", "rome"):
+        tour = load_tour(HERE.parent / "tours" / tour_id)
+        assert list(tour.examples) == tour.languages, tour_id
 
 
 def test_bind_address(app, monkeypatch):
