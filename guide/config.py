@@ -83,8 +83,9 @@ PROFILES: dict[str, dict] = {
         "llm": "hf:Qwen/Qwen2.5-1.5B-Instruct",
         "llm_context": 4096,
     },
-    # deterministic, weightless models for fast tests; never a user-facing default
-    "tiny": {"embedder": "hashing", "llm": "extractive", "tts": "espeak-ng", "vision": "clip:tiny-clip",
+    # deterministic, weightless models for fast tests; never a user-facing default (photos: the offline
+    # recognizer, 14 MB, which needs only torch; the weightless CLIP needs torchvision, absent from CPU installs)
+    "tiny": {"embedder": "hashing", "llm": "extractive", "tts": "espeak-ng", "vision": "local-features",
              "self_check": False},
 }
 

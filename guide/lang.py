@@ -281,6 +281,18 @@ _PHRASES: dict[str, dict[str, str]] = {
         "ja": "この回答を読み上げられませんでした。上の文章をご覧ください。",
         "ko": "이 답변을 소리 내어 읽지 못했습니다. 위에 적힌 내용을 확인해 주세요.",
     },
+    "photo_unavailable": {
+        "en": "I can't look at photos right now; please ask in words.",
+        "fr": "Je ne peux pas regarder de photos pour le moment ; posez votre question avec des mots.",
+        "de": "Ich kann gerade keine Fotos ansehen; bitte fragen Sie in Worten.",
+        "es": "Ahora mismo no puedo ver fotos; pregúnteme con palabras.",
+        "it": "Al momento non posso guardare le foto; fammi la domanda a parole.",
+        "pt": "Neste momento não consigo ver fotos; pergunte-me com palavras.",
+        "nl": "Ik kan nu geen foto's bekijken; stel je vraag in woorden.",
+        "zh": "我现在无法查看照片，请用文字提问。",
+        "ja": "今は写真を見ることができません。言葉で質問してください。",
+        "ko": "지금은 사진을 볼 수 없습니다. 말로 질문해 주세요.",
+    },
     # a photo the recognizer did not accept: what it might be, and what would help (vision.Recognition)
     "photo_unknown": {
         "en": "I don't recognise the place in this photo. Is it one of these: {names}? You can also type its name.",

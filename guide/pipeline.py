@@ -531,7 +531,14 @@ def stream_turn(guide: Guide, state: DialogueState, *, text: str | None = None, 
         try:
             from .vision import load_image
 
-            turn.recognition = guide.recognizer(tour_obj).recognize(load_image(image))
+            photo = load_image(image)
+            try:
+                recognizer = guide.recognizer(tour_obj)
+            except ModelUnavailable as e:  # for the operator (log, doctor); the visitor is asked to use words
+                log.warning("photo recognition unavailable: %s", e)
+                guide.problems["vision"] = str(e)
+                raise GuideError(phrase("photo_unavailable", ui_lang)) from e
+            turn.recognition = recognizer.recognize(photo)
             seen = getattr(turn.recognition, "attraction", None)
         except GuideError as e:
             turn.notice = str(e)

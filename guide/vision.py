@@ -500,11 +500,6 @@ class ClipModel:
 
     def __init__(self, name: str = "ViT-B-32", *, pretrained: str | None = None, device: str | None = None,
                  cache_dir: Path | None = None):
-        try:
-            import open_clip
-            import torch
-        except ImportError as e:
-            raise ModelUnavailable("CLIP needs `pip install open_clip_torch==3.3.0`") from e
         if name in CLIP_MODELS:
             arch, tag = CLIP_MODELS[name]
             tag = pretrained or tag
@@ -513,6 +508,12 @@ class ClipModel:
         else:
             raise ValueError(f"unknown CLIP model {name!r}; choose one of {', '.join(CLIP_MODELS)} "
                              "or 'ARCH:PRETRAINED' (an open_clip tag or a checkpoint path)")
+        try:
+            import open_clip
+            import torch
+        except Exception as e:  # absent, or torchvision beside a torch it was not built for (RuntimeError)
+            raise ModelUnavailable("CLIP needs open_clip_torch==3.3.0 with torchvision (`pip install -r "
+                                   f"requirements.txt`): {type(e).__name__}: {e}") from e
         _register_tiny_clip(open_clip)
         self.device = _torch_device(device)
         self._torch = torch

