@@ -74,9 +74,109 @@ def system_info() -> str:
     return llama_cpp.llama_print_system_info().decode("utf-8", "replace").strip()
 
 
+def fixed_messages(messages: list[dict]) -> int:
+    """How many leading messages are the part of a prompt that recurs from visitor to visitor: the system
+    prompt and, when it follows, the worked example (a user / assistant pair), as answer.build_messages
+    puts them first. 0 when the prompt has nothing before its question."""
+    if len(messages) < 2 or messages[0].get("role") != "system":
+        return 0
+    if len(messages) > 3 and messages[1].get("role") == "user" and messages[2].get("role") == "assistant":
+        return 3
+    return 1
+
+
+class PrefixStore:
+    """llama.cpp's KV state of each fixed prompt start seen (system prompt + example, one per language).
+
+    llama-cpp-python reuses the KV cache only for the prefix shared with the previous prompt, so a
+    visitor in another language than the one before pays for the whole fixed part again (124-178
+    tokens, about a second on two cores). The store keeps each fixed part's KV cells (a few MB) and
+    puts them back before a prompt that starts with one; the rest of the prompt is evaluated as usual.
+    Chat-template boundaries are found by the template's message-start token (<|im_start|>, ChatML);
+    a model without one is served as before.
+    """
+
+    def __init__(self, llm, capacity: int = 16):
+        from collections import OrderedDict
+
+        self.llm, self.capacity = llm, capacity
+        self.states: OrderedDict[tuple[int, ...], bytes] = OrderedDict()
+        self.hits = self.misses = 0
+        try:
+            start = llm.tokenize(b"<|im_start|>", add_bos=False, special=True)
+        except Exception:  # noqa: BLE001 - a tokenizer without it: no store
+            start = []
+        self.start_token = start[0] if len(start) == 1 else None
+        self.n_fixed = 0  # set per request: fixed_messages() of its messages
+
+    def install(self) -> None:
+        """Put the store in front of the model's own generate() (which create_chat_completion calls)."""
+        original = self.llm.generate
+
+        def generate(tokens, *args, **kwargs):
+            try:
+                self.before(list(tokens))
+            except Exception:  # noqa: BLE001 - never cost an answer: llama.cpp then evaluates it all
+                log.warning("prefix store skipped", exc_info=True)
+                self.states.clear()
+            yield from original(tokens, *args, **kwargs)
+
+        self.llm.generate = generate
+
+    def boundary(self, tokens: list[int]) -> int:
+        """Token index where the fixed messages end (the start of message n_fixed + 1), or 0."""
+        if not self.n_fixed or self.start_token is None:
+            return 0
+        starts = [i for i, t in enumerate(tokens) if t == self.start_token]
+        return starts[self.n_fixed] if len(starts) > self.n_fixed else 0
+
+    def before(self, tokens: list[int]) -> None:
+        import llama_cpp
+
+        llm = self.llm
+        b = self.boundary(tokens)
+        if b < 16:
+            return
+        key = tuple(tokens[:b])
+        cached = llama_cpp.Llama.longest_token_prefix(llm._input_ids.tolist(), tokens)
+        ctx = llm._ctx.ctx
+        if cached >= b and key in self.states:
+            self.states.move_to_end(key)
+            return
+        if key in self.states:  # put the stored cells back: the prompt's rest is evaluated after them
+            data = self.states[key]
+            self.states.move_to_end(key)
+            llm._ctx.kv_cache_seq_rm(-1, 0, -1)
+            buf = (llama_cpp.ctypes.c_uint8 * len(data)).from_buffer_copy(data)
+            if llama_cpp.llama_state_seq_set_data(ctx, buf, len(data), 0) == 0:
+                raise RuntimeError("llama_state_seq_set_data failed")
+            llm.input_ids[:b] = key
+            llm.n_tokens = b
+            llm._requires_eval = True
+            self.hits += 1
+            return
+        # not stored yet: evaluate the fixed part on its own first, keep its cells, then go on
+        self.misses += 1
+        if cached < b:
+            llm._ctx.kv_cache_seq_rm(-1, cached, -1)
+            llm.n_tokens = cached
+            llm.eval(tokens[cached:b])
+        else:
+            llm._ctx.kv_cache_seq_rm(-1, b, -1)
+            llm.n_tokens = b
+        llm._requires_eval = True
+        size = llama_cpp.llama_state_seq_get_size(ctx, 0)
+        buf = (llama_cpp.ctypes.c_uint8 * size)()
+        n = llama_cpp.llama_state_seq_get_data(ctx, buf, size, 0)
+        self.states[key] = bytes(buf[:n])
+        while len(self.states) > self.capacity:
+            self.states.popitem(last=False)
+
+
 class _Handler(BaseHTTPRequestHandler):
     server_version = "tourguide-llm/1"
     llm = None  # set on the class by serve()
+    prefixes: PrefixStore | None = None
     lock = threading.Lock()  # one llama.cpp context: one generation at a time, the others wait
     info: dict = {}
 
@@ -93,7 +193,10 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self):  # noqa: N802
         if self.path in ("/health", "/v1/models"):
-            self._json(200, {"status": "ok", "data": [{"id": self.info.get("name", "default")}], **self.info})
+            store = self.prefixes
+            stats = {"prefix_store": {"kept": len(store.states), "hits": store.hits, "misses": store.misses}
+                     if store is not None else None}
+            self._json(200, {"status": "ok", "data": [{"id": self.info.get("name", "default")}], **self.info, **stats})
         else:
             self._json(404, {"error": "not found"})
 
@@ -111,6 +214,8 @@ class _Handler(BaseHTTPRequestHandler):
                       temperature=float(body.get("temperature") or 0.0), stop=body.get("stop"),
                       seed=int(body.get("seed") or 0))
         with self.lock:
+            if self.prefixes is not None:
+                self.prefixes.n_fixed = fixed_messages(messages)
             if not body.get("stream"):
                 out = self.llm.create_chat_completion(**kwargs)
                 self._json(200, out)
@@ -139,6 +244,8 @@ def serve(argv: list[str] | None = None) -> None:
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--gpu-layers", type=int, default=0)
     ap.add_argument("--no-repack", action="store_true", help="skip llama.cpp's repacked-weight buffers")
+    ap.add_argument("--no-prefix-store", action="store_true",
+                    help="do not keep the KV state of each fixed prompt start (PrefixStore)")
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, default=0, help="0 = any free port (printed on stdout)")
     args = ap.parse_args(argv)
@@ -156,6 +263,9 @@ def serve(argv: list[str] | None = None) -> None:
     if args.lora:
         kwargs["lora_path"] = args.lora
     _Handler.llm = Llama(**kwargs)
+    if not args.no_prefix_store:
+        _Handler.prefixes = PrefixStore(_Handler.llm)
+        _Handler.prefixes.install()
     _Handler.info = {"name": args.name, "pid": os.getpid(), "repack": not args.no_repack,
                      "system_info": system_info(), "threads": n}
     httpd = ThreadingHTTPServer((args.host, args.port), _Handler)
@@ -202,8 +312,9 @@ class LlamaServer:
 
     def __init__(self, model: str | Path, *, lora: str | Path | None = None, name: str = "default",
                  n_ctx: int = 2048, threads: int = 0, gpu_layers: int = 0, repack: bool = True,
-                 log_path: Path | None = None, start_timeout: float = 180.0):
+                 log_path: Path | None = None, start_timeout: float = 180.0, prefix_store: bool = True):
         self.model, self.lora, self.name = str(model), str(lora) if lora else None, name
+        self.prefix_store = prefix_store
         self.n_ctx, self.threads, self.gpu_layers, self.repack = n_ctx, threads, gpu_layers, repack
         self.log_path, self.start_timeout = log_path, start_timeout
         self._proc: list[subprocess.Popen | None] = [None]  # shared with the finalizer, which must not hold self
@@ -232,6 +343,8 @@ class LlamaServer:
             cmd += ["--lora", self.lora]
         if not self.repack:
             cmd.append("--no-repack")
+        if not self.prefix_store:
+            cmd.append("--no-prefix-store")
         return cmd
 
     def start(self) -> None:

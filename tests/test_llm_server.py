@@ -135,3 +135,26 @@ def test_no_model_server_outlives_its_supervisor(tmp_path):
 
     gc.collect()
     assert proc.wait(10) is not None
+
+
+def test_the_fixed_part_of_a_prompt_is_the_system_prompt_and_its_example():
+    from guide.llm_server import PrefixStore, fixed_messages
+
+    system, ex_q, ex_a = ({"role": r, "content": r} for r in ("system", "user", "assistant"))
+    question = {"role": "user", "content": "Sources: ... Question: How tall is it?"}
+    assert fixed_messages([system, ex_q, ex_a, question]) == 3
+    assert fixed_messages([system, question]) == 1
+    assert fixed_messages([question]) == 0 and fixed_messages([system]) == 0
+
+    class Tokens:  # ChatML: token 7 starts each message
+        def tokenize(self, text, add_bos=False, special=False):
+            return [7]
+
+    store = PrefixStore(Tokens())
+    tokens = [7, 1, 1, 7, 2, 2, 7, 3, 7, 4, 4, 4]
+    store.n_fixed = 3
+    assert store.boundary(tokens) == 8  # the fourth message starts at 8
+    store.n_fixed = 1
+    assert store.boundary(tokens) == 3
+    store.n_fixed = 5
+    assert store.boundary(tokens) == 0  # fewer messages than that: nothing is stored
