@@ -503,6 +503,10 @@ class AnswerStream:
                 text = raw = "".join(ExtractiveLLM().stream(retry, max_tokens=self.max_tokens)).strip()
         elif self.guards and is_dump(text):
             text = raw = "".join(ExtractiveLLM().stream(self.messages, max_tokens=self.max_tokens)).strip()
+        if is_refusal(text):  # the fallbacks found nothing either ("I don't know."): the guide's own refusal
+            self.answer = Answer(text=phrase("refusal", self.lang, subject=self.subject), language=self.lang,
+                                 refused=True, hits=self.hits, raw=raw)
+            return
         invented = unsupported_claims(text, self.hits, self.question) if self.guards else []
         if invented:  # numbers no source gave: the model is guessing, so the guide declines instead
             log.info("answer withdrawn, unsupported numbers %s: %r", invented, text)

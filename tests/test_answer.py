@@ -2,8 +2,9 @@ import pytest
 
 from guide.answer import AnswerStream, ExtractiveLLM, build_messages, is_refusal, load_llm, unsupported_claims
 from guide.errors import ModelUnavailable
+from guide.lang import phrase
 from guide.retrieval import Hit
-from guide.tours import load_tour, tour_passages
+from guide.tours import Passage, load_tour, tour_passages
 
 from .conftest import MINITOUR
 
@@ -198,6 +199,26 @@ def test_an_echoed_question_is_asked_again_with_the_question_first(hits):
     llm = Echo()
     _, answer = run(llm, hits)
     assert llm.calls == 2 and answer.text == "Er ist 330 Meter hoch [1]." and answer.citations == [1]
+
+
+def test_an_echo_that_nothing_can_replace_is_the_guides_refusal_in_the_visitors_language():
+    """An English source, a German question: the model echoes it, asked again it declines, and no source
+    sentence shares the question's words, so the extractive fallback has only "I don't know." — the
+    visitor gets the German refusal, not an English "I don't know." that counts as an answer."""
+    passage = Passage(id="old-tower/en/d0", tour="t", attraction="old-tower", lang="en", kind="description",
+                      title="Old Tower", text="The Old Tower was finished in 1350.", source="t#x")
+
+    class Echo(ScriptedLLM):
+        def __init__(self):
+            super().__init__("")
+            self.calls = 0
+
+        def stream(self, messages, *, max_tokens, temperature=0.0, stop=None):
+            self.calls += 1
+            yield "Der Turm wurde fertiggestellt [1]." if self.calls == 1 else "Das weiß ich nicht."
+
+    text, answer = run(Echo(), [Hit(passage, 0.1, 0.9, 1)], question="Wann wurde der Turm fertiggestellt?")
+    assert answer.refused and answer.text == phrase("refusal", "de", subject="Eiffelturm")
 
 
 @pytest.mark.parametrize("answer, echo", [
