@@ -62,6 +62,7 @@ class GuideConfig:
     history_turns: int = 6  # visitor+guide messages kept before trimming to the context
     asr: str = "whisper-base"  # Whisper model name or checkpoint path (asr.py)
     asr_backend: str = "faster-whisper"  # faster-whisper | openai-whisper
+    asr_beam: int = 5  # Whisper beam size (1 = greedy)
     tts: str = "auto"  # auto = best installed voice per language (tts.py)
     vision: str = "local-features"  # recognizer name (vision.py)
     threads: int = 0  # CPU threads for llama.cpp; 0 = all cores

@@ -131,7 +131,7 @@ class Guide:
                                                 f"self-check ({check.detail}); openai-whisper is used instead")
                         backend = "openai-whisper"
                 self._asr = load_asr(self.config.asr, backend=backend, cache_dir=self.config.cache_dir,
-                                     device=self.config.device)
+                                     device=self.config.device, beam_size=self.config.asr_beam)
             return self._asr
 
     @property
