@@ -21,7 +21,6 @@ from .retrieval import Hit, tokenize
 __all__ = [
     "LLM",
     "LLMS",
-    "available_llms",
     "load_llm",
     "Answer",
     "build_messages",
@@ -228,10 +227,6 @@ LLMS = {
     "openai:<url>[#model]": "an OpenAI-compatible server (vLLM, TGI, llama.cpp server)",
     "<path>.gguf": "any GGUF file (llama.cpp)",
 }
-
-
-def available_llms() -> list[str]:
-    return list(LLMS)
 
 
 def load_llm(name: str, *, cache_dir: Path, n_ctx: int = 2048, threads: int = 0, device: str | None = None,

