@@ -214,7 +214,11 @@ def _retrieve(guide: Guide, tour: Tour, query, state: DialogueState) -> list[Hit
             best = max(open_hits, key=lambda h: h.dense, default=None)
             if best and best.passage.attraction != query.attractions[0]:
                 own = guide.search(tour, query.text, k=1, attractions=query.attractions, lang=query.language)
-                if not own or best.dense > own[0].dense + SUBJECT_CHANGE_MARGIN:
+                # ... and shares a word with the other attraction's texts: across languages (a Spanish
+                # follow-up, English texts) dense similarities are low and noisy, and moved the subject
+                # of 3 of 8 follow-ups on the unseen-city check to one unrelated attraction
+                if (not own or best.dense > own[0].dense + SUBJECT_CHANGE_MARGIN) and \
+                        guide.indexes[tour.id].lexical_support(query.text, best.passage.attraction) > 0:
                     state.attraction = best.passage.attraction
                     return sorted(open_hits, key=lambda h: h.passage.attraction != best.passage.attraction)
         return guide.search(tour, query.search_text, k=k, attractions=query.attractions, lang=query.language)

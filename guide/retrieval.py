@@ -334,6 +334,13 @@ class HybridIndex:
             hits.append(Hit(self.passages[shown], s, dense_sim.get(i, 0.0), r))
         return hits
 
+    def lexical_support(self, query: str, attraction: str) -> float:
+        """The best BM25 score of the query among one attraction's passages (0: not a word in common)."""
+        ids = self._by_attraction.get(attraction)
+        if ids is None or not len(ids):
+            return 0.0
+        return float(self.bm25.scores(query)[ids].max())
+
     def save(self, folder: Path) -> None:
         """Write the index to `folder` atomically: a crash mid-write leaves the previous build in use."""
         import faiss

@@ -125,3 +125,30 @@ def test_a_tour_without_reference_photos_says_so(tiny_guide, tmp_path):
     turn = answer_turn(tiny_guide, DialogueState(), text="Was ist das für ein Gebäude?",
                        image=_photo(tmp_path), tour="minitour")
     assert turn.language == "de" and "Referenzfotos" in turn.answer
+
+
+@pytest.mark.parametrize("shared_words, subject", [(0.0, "eiffel-tower"), (2.5, "louvre")])
+def test_a_subject_gives_way_only_to_an_attraction_whose_texts_share_a_word_with_the_question(
+        tiny_guide, shared_words, subject):
+    """A follow-up without a pronoun ("¿Qué extensión tiene hoy?") whose dense match points elsewhere keeps
+    its subject unless the other attraction's texts share a word with it (cross-lingual similarities
+    alone moved follow-ups to unrelated attractions)."""
+    from guide.dialogue import resolve
+    from guide.pipeline import _retrieve
+    from guide.retrieval import Hit
+
+    tour = tiny_guide.tour("minitour")
+    index = tiny_guide.indexes["minitour"]
+    louvre = next(p for p in index.passages if p.attraction == "louvre")
+    eiffel = next(p for p in index.passages if p.attraction == "eiffel-tower")
+
+    def search(tour_, text, *, k=None, attractions=None, lang=None):
+        return [Hit(eiffel, 0.02, 0.50, 1)] if attractions else [Hit(louvre, 0.03, 0.90, 1), Hit(eiffel, 0.02, 0.5, 2)]
+
+    tiny_guide.search = search
+    index.lexical_support = lambda query, attraction: shared_words
+    state = DialogueState(tour="minitour", attraction="eiffel-tower", language="en")
+    query = resolve(state, "And the opening hours today?", tour)
+    assert query.carried and not query.pointer
+    _retrieve(tiny_guide, tour, query, state)
+    assert state.attraction == subject

@@ -178,3 +178,10 @@ def test_truncated_index_file_is_rebuilt_by_ensure_index(tmp_path, name, caplog)
     assert [p.id for p in again.passages] == [p.id for p in first.passages]
     assert search(again, "oldest bridge Seine", k=1)[0].passage.attraction == "pont-neuf"
     assert HybridIndex.load(tmp_path / "minitour").passages  # and what is on disk now is whole
+
+
+def test_lexical_support_is_a_word_in_common_with_an_attractions_texts(index):
+    assert index.lexical_support("Mona Lisa", "louvre") > 0
+    assert index.lexical_support("Mona Lisa", "eiffel-tower") == 0
+    assert index.lexical_support("¿Qué extensión tiene hoy?", "eiffel-tower") == 0  # no word of en/de texts
+    assert index.lexical_support("Mona Lisa", "no-such-attraction") == 0
