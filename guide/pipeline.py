@@ -159,7 +159,9 @@ class Guide:
             return self._tts
 
     def warm(self) -> threading.Thread:
-        """Load (and self-check) speech now, in the background, instead of at the first visitor's question."""
+        """Load (and self-check) speech, each tour language's voice and each tour's photo recognizer now,
+        in the background, instead of at the first visitor who needs one (a Kokoro voice or a photo
+        index is hundreds of MB and seconds to load)."""
 
         def load():
             for stage in ("asr", "tts"):
@@ -167,6 +169,17 @@ class Guide:
                     getattr(self, stage)
                 except Exception:  # noqa: BLE001 - reported again, to the visitor, when the stage is used
                     log.exception("could not load %s at start-up", stage)
+            languages = dict.fromkeys(lang for tour in self.tours.values() for lang in tour.languages)
+            for lang in languages:
+                try:
+                    self.tts.synthesize(phrase("sources", lang), lang)
+                except Exception:  # noqa: BLE001 - a language without a voice is told so when it speaks
+                    log.warning("no voice warmed for %s", lang, exc_info=True)
+            for tour in self.tours.values():
+                try:
+                    self.recognizer(tour)
+                except Exception:  # noqa: BLE001 - the visitor who shows a photo is told
+                    log.warning("photo recognition not warmed for %s", tour.id, exc_info=True)
 
         thread = threading.Thread(target=load, name="guide-warm", daemon=True)
         thread.start()

@@ -152,3 +152,9 @@ def test_a_subject_gives_way_only_to_an_attraction_whose_texts_share_a_word_with
     assert query.carried and not query.pointer
     _retrieve(tiny_guide, tour, query, state)
     assert state.attraction == subject
+
+
+def test_warming_loads_speech_every_voice_and_the_photo_recognizers(tiny_guide):
+    tiny_guide.warm().join(timeout=120)
+    assert tiny_guide._tts is not None and tiny_guide._asr is not None
+    assert set(tiny_guide._recognizers) == set(tiny_guide.tours)
