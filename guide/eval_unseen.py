@@ -74,9 +74,9 @@ def naive_rag(guide, tour_id: str, *, k: int = 3, progress: bool = True) -> dict
                      "refused": is_refusal(answer), "seconds": round(time.perf_counter() - t, 2),
                      "ranked": [h.passage.attraction for h in hits]})
         if q.attractions:
-            rows[-1]["r1"] = rows[-1]["ranked"][:1] == [q.attractions[0]] or (
-                bool(rows[-1]["ranked"]) and rows[-1]["ranked"][0] in q.attractions)
-            rows[-1]["r5"] = any(a in q.attractions for a in rows[-1]["ranked"])
+            ranked = rows[-1]["ranked"]
+            rows[-1]["r1"] = bool(ranked) and ranked[0] in q.attractions
+            rows[-1]["r5"] = any(a in q.attractions for a in ranked)
     return rescore({"tour": tour.id, "llm": guide.llm.name + " (naive RAG)", "embedder": guide.embedder.name,
                     "rows": rows}, tour, questions)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 import logging
 import re
 from dataclasses import dataclass, field
@@ -91,13 +92,13 @@ class Tour:
     attractions: list[Attraction]
     path: Path
     content_hash: str  # sha256 of tour.yaml; indexes built from other content are stale
-    # the languages its texts are written in (a subset of `languages`, or all of them): a visitor in
-    # another of `languages` is answered from these texts (retrieval is cross-lingual)
-    text_languages: list[str] = field(default_factory=list)
+    # the languages its texts are written in (a subset of `languages`; None: all of them): a visitor
+    # in another of `languages` is answered from these texts (retrieval is cross-lingual)
+    text_languages: list[str] | None = None
     examples: dict[str, list[str]] = field(default_factory=dict)  # language -> questions the app offers
 
     def texts_in(self) -> list[str]:
-        return self.text_languages or self.languages
+        return self.text_languages if self.text_languages is not None else self.languages
 
     def attraction(self, attraction_id: str) -> Attraction:
         for a in self.attractions:
@@ -324,7 +325,7 @@ def load_tour(path: str | Path) -> Tour:
         attractions=attractions,
         path=path,
         content_hash=hashlib.sha256(raw_bytes).hexdigest(),
-        text_languages=[] if text_languages == languages else text_languages,
+        text_languages=text_languages,
         examples=examples,
     )
 
@@ -419,7 +420,8 @@ def tour_passages(tour: Tour, *, max_chars: int = 600, fact_chars: int = 120) ->
                     )
                 )
             lines = facts_text(a, lang).splitlines() if a.facts else []
-            cards = ["\n".join(lines[sum(sizes[:n]):sum(sizes[:n + 1])]) for n in range(len(sizes))]
+            ends = list(itertools.accumulate(sizes))
+            cards = ["\n".join(lines[end - size:end]) for size, end in zip(sizes, ends)]
             for n, card in enumerate(cards):
                 out.append(
                     Passage(

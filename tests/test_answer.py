@@ -188,23 +188,27 @@ def test_phone_question_is_answered_when_the_sources_have_a_number():
     assert missing_concepts("What is the phone number?", ["Built 1887–1889 at 48.8584, 2.2945."]) == ["phone"]
 
 
+class Replies(ScriptedLLM):
+    """An LLM that gives its replies in turn, one per call, and keeps the prompts it was given."""
+
+    def __init__(self, *replies):
+        super().__init__("")
+        self.replies, self.prompts = list(replies), []
+
+    @property
+    def calls(self):
+        return len(self.prompts)
+
+    def stream(self, messages, *, max_tokens, temperature=0.0, stop=None):
+        self.prompts.append(messages)
+        yield self.replies[min(self.calls, len(self.replies)) - 1]
+
+
 def test_an_echoed_question_is_asked_again_with_the_question_first(hits):
-    class Echo(ScriptedLLM):
-        def __init__(self):
-            super().__init__("")
-            self.calls = 0
-
-        def stream(self, messages, *, max_tokens, temperature=0.0, stop=None):
-            self.calls += 1
-            if self.calls == 1:
-                yield "Wie hoch ist der Eiffelturm? [1]"
-            else:
-                assert messages[-1]["content"].startswith("Frage: Wie hoch ist der Eiffelturm?")
-                yield "Er ist 330 Meter hoch [1]."
-
-    llm = Echo()
+    llm = Replies("Wie hoch ist der Eiffelturm? [1]", "Er ist 330 Meter hoch [1].")
     _, answer = run(llm, hits)
     assert llm.calls == 2 and answer.text == "Er ist 330 Meter hoch [1]." and answer.citations == [1]
+    assert llm.prompts[1][-1]["content"].startswith("Frage: Wie hoch ist der Eiffelturm?")
 
 
 def test_an_echo_that_nothing_can_replace_is_the_guides_refusal_in_the_visitors_language():
@@ -214,16 +218,8 @@ def test_an_echo_that_nothing_can_replace_is_the_guides_refusal_in_the_visitors_
     passage = Passage(id="old-tower/en/d0", tour="t", attraction="old-tower", lang="en", kind="description",
                       title="Old Tower", text="The Old Tower was finished in 1350.", source="t#x")
 
-    class Echo(ScriptedLLM):
-        def __init__(self):
-            super().__init__("")
-            self.calls = 0
-
-        def stream(self, messages, *, max_tokens, temperature=0.0, stop=None):
-            self.calls += 1
-            yield "Der Turm wurde fertiggestellt [1]." if self.calls == 1 else "Das weiß ich nicht."
-
-    text, answer = run(Echo(), [Hit(passage, 0.1, 0.9, 1)], question="Wann wurde der Turm fertiggestellt?")
+    llm = Replies("Der Turm wurde fertiggestellt [1].", "Das weiß ich nicht.")
+    text, answer = run(llm, [Hit(passage, 0.1, 0.9, 1)], question="Wann wurde der Turm fertiggestellt?")
     assert answer.refused and answer.text == phrase("refusal", "de", subject="Eiffelturm")
 
 
