@@ -12,7 +12,8 @@ from guide.asr import Segment, Transcript, doubt_about
 from guide.dialogue import DialogueState
 from guide.errors import GuideError
 from guide.lang import LANGUAGES, phrase
-from guide.pipeline import SpeechStream, answer_turn, stream_turn
+from guide.pipeline import answer_turn, stream_turn
+from guide.speech_stream import SpeechStream
 from guide.tts import Speech, clean_for_speech, split_sentences
 
 QUESTION = "Tell me about the Eiffel Tower."
