@@ -391,8 +391,7 @@ def tour_examples(guide, tour: Tour, attractions: list[str], *, seed: int = 0, e
                 if first[0] == second[0]:
                     continue
                 state = DialogueState(tour=tour.id)
-                prepare_prompt(guide, state, first[1], tour, example=example)
-                state.remember(first[1], first[2])
+                state.apply(prepare_prompt(guide, state, first[1], tour, example=example).change, first[1], first[2])
                 question = ASK_BACK[second[0]][lang]
                 prepared = ask(state, question)
                 tokens = fact_tokens(second[0], a.facts[second[0]])
@@ -407,8 +406,7 @@ def tour_examples(guide, tour: Tour, attractions: list[str], *, seed: int = 0, e
                 key, q1, a1 = answered[0]
                 new = rng.choice(other)
                 state = DialogueState(tour=tour.id)
-                prepare_prompt(guide, state, q1, tour, example=example)
-                state.remember(q1, a1)
+                state.apply(prepare_prompt(guide, state, q1, tour, example=example).change, q1, a1)
                 key2 = rng.choice(keys)
                 question = rng.choice(ASK[key2][new]).format(name=a.name(new))
                 prepared = ask(state, question)

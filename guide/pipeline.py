@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import logging
 import queue
 import threading
@@ -11,11 +10,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from .answer import AnswerStream, build_messages, load_llm
+from .answer import AnswerStream, load_llm
 from .config import GuideConfig, load_config
-from .dialogue import DialogueState, find_attractions, question_language, resolve
+from .dialogue import DialogueState, find_attractions, question_language
 from .errors import GuideError, ModelUnavailable, TourError
 from .lang import LANGUAGES, language_name, phrase
+from .prepare import Prepared, prepare_prompt
 from .retrieval import Hit, ensure_index, load_embedder
 from .speech_stream import SpeechStream
 from .tours import Tour, list_tours, load_tour
@@ -208,89 +208,6 @@ class Guide:
                                             lang=lang)
 
 
-SUBJECT_CHANGE_MARGIN = 0.02  # cosine: how much better another attraction must match to change the subject
-
-
-def _retrieve(guide: Guide, tour: Tour, query, state: DialogueState) -> list[Hit]:
-    """Passages for a query: about its attraction(s) when it has some, else from the whole tour.
-
-    A subject carried over from earlier turns is kept when the message points back to it ("it");
-    otherwise it gives way when the question fits another attraction clearly better.
-    """
-    k = guide.config.top_k
-    if not query.attractions:
-        return guide.search(tour, query.search_text, k=k, lang=query.language)
-    if len(query.attractions) == 1:
-        if query.carried and not query.pointer:
-            open_hits = guide.search(tour, query.text, k=k, lang=query.language)
-            best = max(open_hits, key=lambda h: h.dense, default=None)
-            if best and best.passage.attraction != query.attractions[0]:
-                own = guide.search(tour, query.text, k=1, attractions=query.attractions, lang=query.language)
-                # ... and shares a word with the other attraction's texts: across languages (a Spanish
-                # follow-up, English texts) dense similarities are low and noisy, and moved the subject
-                # of 3 of 8 follow-ups on the unseen-city check to one unrelated attraction
-                if (not own or best.dense > own[0].dense + SUBJECT_CHANGE_MARGIN) and \
-                        guide.indexes[tour.id].lexical_support(query.text, best.passage.attraction) > 0:
-                    state.attraction = best.passage.attraction
-                    return sorted(open_hits, key=lambda h: h.passage.attraction != best.passage.attraction)
-        return guide.search(tour, query.search_text, k=k, attractions=query.attractions, lang=query.language)
-    per = max(2, k // len(query.attractions))  # comparisons: the best passages of each attraction
-    hits: list[Hit] = []
-    for aid in query.attractions[:3]:
-        hits += guide.search(tour, query.search_text, k=per, attractions=[aid], lang=query.language)
-    return hits
-
-
-@dataclass
-class Prepared:
-    """What the LLM is given for one question: the resolved query, passages and chat messages."""
-
-    query: object  # dialogue.Query
-    hits: list[Hit]
-    attraction: str | None  # the subject of the answer
-    subject: str  # display name(s) of the subject, or "this tour"
-    messages: list[dict]
-    evidence: list[str]  # texts the grounding checks may rely on
-
-
-def prepare_prompt(guide: Guide, state: DialogueState, question: str, tour_obj: Tour, *, seen: str | None = None,
-                   heard: str | None = None, example: bool | None = None,
-                   timings: dict[str, float] | None = None) -> Prepared:
-    """Resolve the question in the dialogue, retrieve, and build the LLM's messages (updates `state`).
-
-    The serving path and the fine-tuning data use this same function, so a model is trained on
-    exactly the prompts it will see. `timings` gets the seconds of "retrieval" and "prompt".
-    """
-    t = time.perf_counter()
-    query = resolve(state, question, tour_obj, seen=seen, heard=heard)
-    hits = _retrieve(guide, tour_obj, query, state)
-    if state.attraction and query.attractions and state.attraction not in query.attractions:
-        query = replace(query, attractions=[state.attraction])  # the subject changed
-    elif not query.attractions and hits:
-        state.attraction = hits[0].passage.attraction  # "Where is the Mona Lisa?" -> the Louvre
-    attraction = query.attractions[0] if query.attractions else state.attraction
-    subject = (" / ".join(tour_obj.attraction(a).name(query.language) for a in query.attractions)
-               if query.attractions else phrase("this_tour", query.language))
-    if timings is not None:
-        timings["retrieval"] = time.perf_counter() - t
-        t = time.perf_counter()
-    llm = guide.llm
-    if example is None:
-        example = getattr(llm, "prompt_example", True)
-    budget = guide.config.llm_context - guide.config.max_answer_tokens - 64
-    messages = build_messages(question, query.language, hits, tour_title=tour_obj.title(query.language),
-                              subject=subject if query.carried else None,
-                              history=state.history[-guide.config.history_turns:], budget=budget,
-                              count=llm.count_tokens, example=example)
-    # what the tour says about the attractions in question, in every language, plus what was retrieved
-    evidence = [h.passage.text for h in hits]
-    evidence += [p.text for p in guide.indexes[tour_obj.id].passages if p.attraction in query.attractions]
-    if timings is not None:
-        timings["prompt"] = time.perf_counter() - t
-    return Prepared(query=query, hits=hits, attraction=attraction, subject=subject, messages=messages,
-                    evidence=evidence)
-
-
 def _visitor_language(state: DialogueState, tour: Tour, transcript=None) -> str:
     """The language to address the visitor in before their question is understood: their choice, else
     a confident identification of their voice, else the language of earlier turns, else the tour's first."""
@@ -434,7 +351,6 @@ def stream_turn(guide: Guide, state: DialogueState, *, text: str | None = None, 
                             t_start=t_start)
         return
 
-    before = copy.deepcopy(state)  # put back if the answer model fails
     heard = turn.transcript.language if turn.transcript is not None and turn.transcript.text else None
     prepared = prepare_prompt(guide, state, question, tour_obj, seen=seen, heard=heard, timings=timings)
     query = prepared.query
@@ -455,13 +371,13 @@ def stream_turn(guide: Guide, state: DialogueState, *, text: str | None = None, 
         except GuideError as e:  # no voice installed at all
             turn.notice = str(e)
     try:
-        yield from _answer(guide, state, before, turn, prepared, voice, t_start)
+        yield from _answer(guide, state, turn, prepared, voice, t_start)
     finally:
         if voice is not None:
             voice.close()
 
 
-def _answer(guide: Guide, state: DialogueState, before: DialogueState, turn: Turn, prepared: Prepared,
+def _answer(guide: Guide, state: DialogueState, turn: Turn, prepared: Prepared,
             voice: SpeechStream | None, t_start: float) -> Iterator[Turn]:
     """The LLM's answer to a prepared question, streamed, and spoken sentence by sentence by `voice`."""
     timings, lang, question = turn.timings, prepared.query.language, turn.question
@@ -525,7 +441,6 @@ def _answer(guide: Guide, state: DialogueState, before: DialogueState, turn: Tur
     timings["llm"] = time.perf_counter() - t
     if failure is not None:
         log.error("the answer model failed during an answer, the visitor is asked again: %s", failure)
-        state.__dict__.update(copy.deepcopy(before).__dict__)  # as if the question had not been asked
         turn.answer = turn.notice = phrase("llm_failed", lang)
         turn.refused, turn.citations, turn.raw = False, [], ""
     else:
@@ -535,7 +450,7 @@ def _answer(guide: Guide, state: DialogueState, before: DialogueState, turn: Tur
         if "llm" in guide.problems and not turn.notice:
             turn.notice = ("The answer model is not installed here, so I quote the best sentence from my sources "
                            f"instead. ({guide.problems['llm']})")
-        state.remember(question, answer.text)
+        state.apply(prepared.change, question, answer.text)  # the turn's one write to the conversation
     if voice is not None:
         voice.finish(turn.answer)
         while voice.pending:
