@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from .grounding import (
     _CITATION,
     _DECLINE,
+    _STOP,
     GUARDS,
     _numbers,
     guard_set,
@@ -39,7 +40,7 @@ from .llm import (
     _llama,
     load_llm,
 )
-from .retrieval import Hit
+from .retrieval import Hit, tokenize
 
 __all__ = [
     "LLM",
@@ -216,6 +217,12 @@ def precheck(prompt: Prompt, guards=True) -> str | None:
     return None
 
 
+# function words and question words, but not what a quote may share with a question to answer it ("hoch")
+_QUOTE_STOP = _STOP - set("""tall high hoch long lang old alt big large gross wide deep heavy built build designed
+design created opened open gebaut erbaut entworfen geoffnet construit construite concu concue ouvert ouverte
+construido construida construyo diseno disenado disenada abrio abierto""".split())
+
+
 def _written_in(facts: str) -> str | None:
     """The language a facts passage's values are written in (its labels are the passage's own), or None."""
     values = " ".join(line.split(":", 1)[-1] for line in facts.splitlines())
@@ -300,9 +307,9 @@ class AnswerStream:
             if again and not is_echo(again, self.question) and not is_refusal(again) and not is_dump(again):
                 text = raw = again
             else:  # still nothing usable: quote the source sentence that best fits the question
-                text = raw = ExtractiveLLM().best_sentence(self.question, self.hits) or "I don't know."
+                text = raw = self._quote(self.question)
         elif "dump" in self.guards and is_dump(text):
-            text = raw = ExtractiveLLM().best_sentence(self.prompt.asked, self.hits) or "I don't know."
+            text = raw = self._quote(self.prompt.asked)
         if is_refusal(text):  # the fallbacks found nothing either ("I don't know."): the guide's own refusal
             self.answer = Answer(text=phrase("refusal", self.lang, subject=self.subject), language=self.lang,
                                  refused=True, hits=self.hits, raw=raw)
@@ -317,6 +324,17 @@ class AnswerStream:
         cited = sorted({int(c) for c in _CITATION.findall(text) if 1 <= int(c) <= n})
         text = _CITATION.sub(lambda m: m.group() if 1 <= int(m.group(1)) <= n else "", text).strip()
         self.answer = Answer(text=text, language=self.lang, refused=False, citations=cited, hits=self.hits, raw=raw)
+
+    def _quote(self, question: str) -> str:
+        """The source sentence that best fits the question, if it shares a word with it beyond the subject's
+        name ("Welcome to the Palais Garnier!" does not answer who its guide is); else "I don't know."."""
+        quote = ExtractiveLLM().best_sentence(question, self.hits)
+        if not quote:
+            return "I don't know."
+        names = set(tokenize(" ".join([self.subject, self.prompt.tour_title, *(h.passage.title for h in self.hits)])))
+        shared = {t for t in set(tokenize(question)) & set(tokenize(quote))
+                  if t not in names and t not in _QUOTE_STOP and (len(t) > 3 or not t.isascii())}
+        return quote if shared else "I don't know."
 
     def _refuse(self, raw: str) -> Iterator[str]:
         text = phrase("refusal", self.lang, subject=self.subject)

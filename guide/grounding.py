@@ -215,6 +215,21 @@ def _content_words(question: str, names: Iterable[str], lang: str = "") -> list[
     return words
 
 
+# Chinese and Japanese function words and question words: what is left between them (and names) is
+# what the question is about ("明天埃菲尔铁塔的天气怎么样？" -> 明天, 天气)
+_CJK_FUNCTION = re.compile(
+    r"[\u3040-\u309f]+|什么|多少|怎么样|怎么|为什么|哪里|哪个|哪一年|哪位|哪座|哪些|可以|能否|是否|请问|现在|目前|"
+    r"不好意思|对不起|谢谢|我不知道|知道|一下|何年|何人|何段|何階|何時|何|誰|[的是有吗呢了在和与及或里中内哪谁几么吧啊呀个位座年"
+    r"我你他她它们这那就都也很最更还又被把给对从到向为以于并且而及其之所者时会要想去来看说做多高大小长久？！。，、：；（）「」『』・\s\d]")
+
+
+def _cjk_words(question: str, names: Iterable[str]) -> list[str]:
+    text = _asked_sentence(question)
+    for name in sorted((n for n in names if n), key=len, reverse=True):
+        text = text.replace(name, " ")
+    return [w for w in _CJK_FUNCTION.split(text) if len(w) >= 2 and re.fullmatch(r"[\u30a0-\u30ff\u4e00-\u9fff]+", w)]
+
+
 def _asked_sentence(question: str) -> str:
     """The question itself: markup dropped, and of several sentences the last one asking ("Hello! I'm
     from Lyon. How tall is it?" -> "How tall is it?")."""
@@ -234,8 +249,14 @@ def missing_content(question: str, texts: list[str], *, names: Iterable[str] = (
     """The nouns of the question that none of `texts` holds (an inflected form counts), when they are at
     least half of its nouns and at least `at_least` of them; else []. For Latin-script questions only;
     `names` (the attractions', the tour's) are not content."""
-    if re.search(r"[\u3040-\u9fff\uac00-\ud7af]", question):
-        return []  # no word boundaries to go by
+    if re.search(r"[\u3040-\u9fff]", question):
+        words = _cjk_words(question, names)
+        joined = "\n".join(texts)
+        # no word boundaries: a word is there when any two characters of it are
+        missing = [w for w in words if not any(w[i:i + 2] in joined for i in range(len(w) - 1))]
+        return missing if len(missing) >= at_least and 2 * len(missing) >= len(words) else []
+    if re.search(r"[\uac00-\ud7af]", question):
+        return []
     words = _content_words(_asked_sentence(question), names, lang)
     if not words:
         return []

@@ -100,7 +100,9 @@ def test_content_words_ignore_names_function_words_and_inflections():
     assert missing_content("How tall is the Eiffel Tower?", texts, names=["Eiffel Tower"]) == []
     assert missing_content("Who designed the Tour Eiffel?", texts) == []  # a capitalised name
     assert missing_content("Hello! I come from Lyon. How tall is it?", texts) == []  # the last question only
-    assert missing_content("明天埃菲尔铁塔的天气怎么样？", texts) == []  # no word boundaries: not checked
+    # Chinese and Japanese: what is left between function words and names, found by any two characters
+    assert missing_content("明天埃菲尔铁塔的天气怎么样？", texts, names=["埃菲尔铁塔"]) == ["明天", "天气"]
+    assert missing_content("埃菲尔铁塔的塔顶有多高？", ["埃菲尔铁塔高330米，塔顶276米。"], names=["埃菲尔铁塔"]) == []
 
 
 def test_the_content_check_only_runs_where_the_tour_has_texts_in_the_questions_language():
@@ -128,6 +130,16 @@ def test_guards_switch_on_and_off_by_name():
         stream = AnswerStream(llm, Prompt(question, "en", hits, subject="Old Tower"), guards=guards)
         "".join(stream)
         assert llm.calls == asked and stream.answer.refused is (guards is not False)  # 12: invented, withdrawn
+
+
+def test_a_fallback_quote_must_share_more_than_the_subjects_name():
+    hits = [_hit("Welcome to the Palais Garnier, the grand old opera house of Paris!", title="Palais Garnier",
+                 attraction="palais-garnier")]
+    question = "What is the name of the guide who leads the tours of the Palais Garnier?"
+    llm = Replies(question, question)  # echoes twice: the quote is all that is left, and it does not answer
+    stream = AnswerStream(llm, Prompt(question, "en", hits, subject="Palais Garnier"), guards={"echo"})
+    "".join(stream)
+    assert stream.answer.refused and llm.calls == 2
 
 
 def test_prompt_renders_what_build_messages_does_and_the_retry_reads_fields():
