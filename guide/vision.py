@@ -5,8 +5,8 @@ Two families of recognizers share one photo index per tour (reference photos in
 
 - `local-features` (the offline default, no image-text weights needed): an EfficientNet-Lite0
   global descriptor shortlists reference photos, then RootSIFT matches (CLAHE-equalised photos,
-  ratio test, mutual nearest neighbours) are verified geometrically (the better of a fundamental
-  matrix and a homography, MAGSAC) and kept only where their SIFT rotation and scale agree
+  ratio test, mutual nearest neighbours) are verified geometrically (by a fundamental matrix and a
+  homography, MAGSAC; either one's inliers count) and kept only where their SIFT rotation and scale agree
   (photo_features.py). An attraction's evidence adds up its best verified reference photos; it is
   accepted when the evidence is enough and beats the runner-up attraction clearly; otherwise the
   answer is "I don't recognise this place", with the nearest candidates and a hint for the visitor.
@@ -126,6 +126,8 @@ class VisionOptions:
     ratio: float = 0.85  # Lowe's ratio test on RootSIFT distances
     ransac_px: float = 2.0  # pixels: fundamental-matrix inlier threshold (MAGSAC; 1.0 lost other viewpoints)
     homography_px: float = 4.0  # pixels: homography inlier threshold (MAGSAC), the other model tried; 0 = off
+    union_models: bool = False  # inliers: the union of both models' sets (other viewpoints split their true
+    # matches between a facade's homography and the epipolar geometry); False = the larger set (docs/VISION.md)
     angle_tol: float = 20.0  # degrees: SIFT rotation must agree with the pair's median within this
     scale_tol: float = 0.5  # octaves: SIFT scale ratio must agree with the pair's median within this
     min_spread: float = 0.01  # fraction of both images the inliers' hull must cover (rejects logos, text)
@@ -319,8 +321,8 @@ def extract_local_features(image: np.ndarray, options: VisionOptions | None = No
 def verify_pair(query: LocalFeatures, reference: LocalFeatures, options: VisionOptions | None = None,
                 *, query_root: np.ndarray | None = None) -> Verification:
     """Geometrically verified RootSIFT matches between two photos (photo_features.verify_pair):
-    the better of a fundamental matrix and a homography, counting only the inliers whose SIFT
-    rotation and scale change agree with the pair's median."""
+    the inliers of a fundamental matrix and of a homography (their union, `union_models`), counting
+    only those whose SIFT rotation and scale change agree with the model's median."""
     return _verify_pair(query, reference, options or VisionOptions(), query_root=query_root)
 
 

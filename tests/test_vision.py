@@ -249,7 +249,66 @@ def test_a_non_planar_view_is_verified_by_one_model_or_the_other():
     b = cv2.warpAffine(b, cv2.getRotationMatrix2D((320, 240), 5, 0.9), (640, 480), borderMode=cv2.BORDER_REFLECT)
     opts = VisionOptions()
     v = verify_pair(extract_local_features(b, opts), extract_local_features(a, opts), opts)
-    assert v.effective(opts) >= 5 * opts.min_inliers and v.model in ("fundamental", "homography")
+    assert v.effective(opts) >= 5 * opts.min_inliers
+    assert v.model in ("fundamental", "homography", "fundamental+homography", "homography+fundamental")
+
+
+def test_union_counts_true_matches_split_between_the_two_models(monkeypatch):
+    """Between two real viewpoints one model verifies the facade, the other what stands in depth:
+    with union_models the matches of both count, without it only the larger model's."""
+    import dataclasses
+
+    import guide.photo_features as pf
+
+    opts = dataclasses.replace(VisionOptions(), union_models=True)
+    q, r = extract_local_features(warp(scene(6)), opts), extract_local_features(scene(6), opts)
+    i, _ = pf.putative_matches(pf.root_sift(q.descriptors), pf.root_sift(r.descriptors), opts.ratio)
+    left = q.keypoints[i, 0] < 0.45 * q.shape[1]  # the fundamental matrix "sees" the left part, the homography the rest
+    real_fit = pf._fit
+    monkeypatch.setattr(pf, "_fit", lambda kind, pa, pb, px: left.copy() if kind == "fundamental" else ~left)
+    union = verify_pair(q, r, opts)
+    larger = verify_pair(q, r, dataclasses.replace(opts, union_models=False))
+    assert union.model == "fundamental+homography" and larger.model == "homography"
+    assert larger.inliers >= opts.min_inliers and union.inliers >= larger.inliers + 0.3 * left.sum()
+    assert union.inliers <= len(i) and union.spread > larger.spread  # the hull covers both parts now
+    monkeypatch.setattr(pf, "_fit", real_fit)
+    # one model alone under the threshold, both together over it: the photo is named only with the union
+    few = np.zeros(len(i), bool)
+    few[np.flatnonzero(left)[:7]] = True
+    few_right = np.zeros(len(i), bool)
+    few_right[np.flatnonzero(~left)[:7]] = True
+    monkeypatch.setattr(pf, "_fit", lambda kind, pa, pb, px: few.copy() if kind == "fundamental" else few_right.copy())
+    assert verify_pair(q, r, opts).inliers >= opts.min_inliers
+    assert verify_pair(q, r, dataclasses.replace(opts, union_models=False)).inliers < opts.min_inliers
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_union_of_both_models_stays_under_the_threshold_for_unrelated_photos(seed):
+    import dataclasses
+
+    opts = dataclasses.replace(VisionOptions(), union_models=True)
+    a = extract_local_features(scene(20 + seed), opts)
+    b = extract_local_features(warp(scene(40 + seed)), opts)
+    v = verify_pair(a, b, opts)
+    assert v.matches >= 8  # putative matches there are, but no geometry gathers them
+    assert v.effective(opts) < opts.min_inliers // 2
+
+
+# Sacré-Cœur from the square, and from the side (query, reference): the fundamental matrix verifies 15
+# matches in one small cluster (its hull under min_spread), the homography a few elsewhere on the building
+REAL_SPLIT_PAIR = ("sacre_coeur_basilica/17295357_9106075285.jpg", "sacre_coeur_basilica/10265353_3838484249.jpg")
+
+
+def test_a_real_other_viewpoint_needs_both_models(dev_dir):
+    """Two real photos of Sacré-Cœur: neither model's inliers alone verify it, their union does."""
+    import dataclasses
+
+    opts = dataclasses.replace(VisionOptions(), union_models=True)
+    q, r = (extract_local_features(load_image(dev_dir / p), opts) for p in REAL_SPLIT_PAIR)
+    union = verify_pair(q, r, opts)
+    larger = verify_pair(q, r, dataclasses.replace(opts, union_models=False))
+    assert union.model == "fundamental+homography" and union.effective(opts) >= opts.min_inliers
+    assert larger.effective(opts) < opts.min_inliers
 
 
 def test_support_adds_up_an_attractions_photos_and_the_decision_needs_a_margin():
