@@ -147,9 +147,9 @@ def test_zero_byte_photo_file_says_empty(tmp_path):
 
 
 def test_too_many_pixels_are_refused_unless_a_jpeg_can_decode_smaller(monkeypatch):
-    import guide.vision as vision
+    import guide.image_io as image_io
 
-    monkeypatch.setattr(vision, "MAX_PIXELS", 500_000)
+    monkeypatch.setattr(image_io, "MAX_PIXELS", 500_000)
     with pytest.raises(GuideError, match="far too large"):
         load_image(png_bytes(Image.new("RGB", (800, 700), (1, 2, 3))), max_side=256)  # 560,000 pixels
     # a JPEG decodes at 1/2..1/8 scale: 4000 x 3000 (12 MP) decodes as 500 x 375 for max_side 256
@@ -158,10 +158,10 @@ def test_too_many_pixels_are_refused_unless_a_jpeg_can_decode_smaller(monkeypatc
 
 
 def test_oversized_photo_files_are_not_read(tmp_path, monkeypatch):
-    import guide.vision as vision
+    import guide.image_io as image_io
 
     data = jpeg_bytes(Image.new("RGB", (64, 64), (9, 9, 9)))
-    monkeypatch.setattr(vision, "MAX_FILE_BYTES", len(data) - 1)
+    monkeypatch.setattr(image_io, "MAX_FILE_BYTES", len(data) - 1)
     path = tmp_path / "photo.jpg"
     path.write_bytes(data)
     for source in (data, path, io.BytesIO(data)):
