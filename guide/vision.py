@@ -129,7 +129,7 @@ class VisionOptions:
     ratio: float = 0.85  # Lowe's ratio test on RootSIFT distances
     ransac_px: float = 2.0  # pixels: fundamental-matrix inlier threshold (MAGSAC; 1.0 lost other viewpoints)
     homography_px: float = 4.0  # pixels: homography inlier threshold (MAGSAC), the other model tried; 0 = off
-    union_models: bool = False  # inliers: the union of both models' sets (other viewpoints split their true
+    union_models: bool = True  # inliers: the union of both models' sets (other viewpoints split their true
     # matches between a facade's homography and the epipolar geometry); False = the larger set (docs/VISION.md)
     angle_tol: float = 20.0  # degrees: SIFT rotation must agree with the pair's median within this
     scale_tol: float = 0.5  # octaves: SIFT scale ratio must agree with the pair's median within this

@@ -260,7 +260,8 @@ def test_union_counts_true_matches_split_between_the_two_models(monkeypatch):
 
     import guide.photo_features as pf
 
-    opts = dataclasses.replace(VisionOptions(), union_models=True)
+    opts = VisionOptions()
+    assert opts.union_models  # served on
     q, r = extract_local_features(warp(scene(6)), opts), extract_local_features(scene(6), opts)
     i, _ = pf.putative_matches(pf.root_sift(q.descriptors), pf.root_sift(r.descriptors), opts.ratio)
     left = q.keypoints[i, 0] < 0.45 * q.shape[1]  # the fundamental matrix "sees" the left part, the homography the rest
@@ -284,9 +285,7 @@ def test_union_counts_true_matches_split_between_the_two_models(monkeypatch):
 
 @pytest.mark.parametrize("seed", range(4))
 def test_union_of_both_models_stays_under_the_threshold_for_unrelated_photos(seed):
-    import dataclasses
-
-    opts = dataclasses.replace(VisionOptions(), union_models=True)
+    opts = VisionOptions()
     a = extract_local_features(scene(20 + seed), opts)
     b = extract_local_features(warp(scene(40 + seed)), opts)
     v = verify_pair(a, b, opts)
@@ -294,8 +293,9 @@ def test_union_of_both_models_stays_under_the_threshold_for_unrelated_photos(see
     assert v.effective(opts) < opts.min_inliers // 2
 
 
-# Sacré-Cœur from the square, and from the side (query, reference): the fundamental matrix verifies 15
-# matches in one small cluster (its hull under min_spread), the homography a few elsewhere on the building
+# Sacré-Cœur, two real viewpoints (query, reference): the fundamental matrix verifies 15 matches in one
+# small cluster (their hull 0.9 % of the photo, under min_spread), the homography 2 more elsewhere on the
+# building (the union's hull 4.4 %): 17 verified with the union, 0 effective without it
 REAL_SPLIT_PAIR = ("sacre_coeur_basilica/17295357_9106075285.jpg", "sacre_coeur_basilica/10265353_3838484249.jpg")
 
 
@@ -303,7 +303,7 @@ def test_a_real_other_viewpoint_needs_both_models(dev_dir):
     """Two real photos of Sacré-Cœur: neither model's inliers alone verify it, their union does."""
     import dataclasses
 
-    opts = dataclasses.replace(VisionOptions(), union_models=True)
+    opts = VisionOptions()
     q, r = (extract_local_features(load_image(dev_dir / p), opts) for p in REAL_SPLIT_PAIR)
     union = verify_pair(q, r, opts)
     larger = verify_pair(q, r, dataclasses.replace(opts, union_models=False))
