@@ -408,6 +408,29 @@ def test_photo_index_is_built_reloaded_and_rebuilt_when_photos_change(photo_tour
     assert [p.name for p in folder.iterdir() if p.name.startswith("build-")] == [(folder / "CURRENT").read_text()]
 
 
+def test_a_build_that_fails_midway_leaves_the_previous_one_in_use(tmp_path):
+    """atomic.publish_build, which the photo index and the text index save with."""
+    from guide.atomic import current_build, publish_build, read_current_manifest, verify_files
+
+    folder = tmp_path / "index"
+    first = publish_build(folder, lambda b: (b / "a.txt").write_text("one"), {"content_hash": "aaaa"})
+    assert current_build(folder) == first and (first / "a.txt").read_text() == "one"
+    verify_files(first, read_current_manifest(folder)["files"])
+
+    def crash(build):
+        (build / "a.txt").write_text("half")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError):
+        publish_build(folder, crash, {"content_hash": "bbbb"})
+    assert current_build(folder) == first and [p.name for p in folder.iterdir() if p.is_dir()] == [first.name]
+    second = publish_build(folder, lambda b: (b / "a.txt").write_text("two"), {"content_hash": "cccc"})
+    assert current_build(folder) == second and not first.exists()  # the old build is removed
+    (second / "a.txt").write_text("tw0")  # same size, other bytes
+    with pytest.raises(ValueError, match="changed"):
+        verify_files(second, read_current_manifest(folder)["files"])
+
+
 @pytest.mark.parametrize("name", ["global.faiss", "photos.jsonl", "descriptors.npy", "offsets.npy", "manifest.json"])
 def test_a_photo_index_truncated_on_disk_is_rebuilt(photo_tour, tmp_path, name):
     from guide.vision import PhotoIndex, PhotoRecognizer
