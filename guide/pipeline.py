@@ -15,6 +15,7 @@ from .config import GuideConfig, load_config
 from .dialogue import DialogueState, find_attractions, question_language
 from .errors import GuideError, ModelUnavailable, TourError
 from .lang import LANGUAGES, language_name, phrase
+from .messages import message as say
 from .prepare import Prepared, prepare_prompt
 from .retrieval import Hit, ensure_index, load_embedder
 from .speech_stream import SpeechStream
@@ -241,7 +242,7 @@ def _spoken(guide: Guide, text: str, lang: str) -> tuple[list, str | None]:
         return list(guide.tts.stream(text, lang)), None
     except GuideError as e:
         log.warning("no speech for %r: %s", text, e)
-        return [], str(e)
+        return [], e.visitor(lang)
 
 
 def _finish_early(turn: Turn, guide: Guide, message: str, lang: str, *, speak: bool, t_start: float) -> Turn:
@@ -287,6 +288,10 @@ def stream_turn(guide: Guide, state: DialogueState, *, text: str | None = None, 
     question = (text or "").strip()
     if not any(c.isalnum() for c in question):  # emoji or punctuation only: nothing to search for
         question = ""
+    if question and not state.language_override and len(question) <= guide.config.max_question_chars:
+        # a typed question says the visitor's language: problems with their photo are told in it
+        typed = question_language(question, tour_obj, state.language)[0]
+        ui_lang = typed if typed in tour_obj.languages else ui_lang
 
     seen = None
     if image is not None:
@@ -304,7 +309,7 @@ def stream_turn(guide: Guide, state: DialogueState, *, text: str | None = None, 
             turn.recognition = recognizer.recognize(photo)
             seen = getattr(turn.recognition, "attraction", None)
         except GuideError as e:
-            turn.notice = str(e)
+            turn.notice = e.visitor(ui_lang)
         timings["vision"] = time.perf_counter() - t
     if audio is not None and not question:
         doubt = None
@@ -324,7 +329,7 @@ def stream_turn(guide: Guide, state: DialogueState, *, text: str | None = None, 
             if not question and not seen:
                 doubt = doubt or "nothing"
         except GuideError as e:
-            turn.notice = str(e)
+            turn.notice = e.visitor(ui_lang)
         if doubt:
             log.info("not answering a recording (%s): heard %r in %s", doubt, question, turn.transcript.language)
             message, lang = _not_heard(turn.transcript, doubt, tour_obj, state)
@@ -356,9 +361,9 @@ def stream_turn(guide: Guide, state: DialogueState, *, text: str | None = None, 
     query = prepared.query
     turn.question, turn.language = question, query.language
     if query.detected != query.language and query.detected not in tour_obj.languages:
-        choices = ", ".join(language_name(c) for c in tour_obj.languages)
-        turn.notice = (f"I can't answer in {language_name(query.detected)} yet; this tour speaks {choices}. "
-                       f"Here is my answer in {language_name(query.language)}.")
+        turn.notice = say("unsupported_language", query.language, language=language_name(query.detected),
+                              choices=", ".join(language_name(c) for c in tour_obj.languages),
+                              answer=language_name(query.language))
     turn.passages = prepared.hits
     turn.attraction = prepared.attraction
     turn.attraction_name = tour_obj.attraction(turn.attraction).name(query.language) if turn.attraction else None
@@ -369,7 +374,7 @@ def stream_turn(guide: Guide, state: DialogueState, *, text: str | None = None, 
             voice = SpeechStream(guide.tts, query.language, question=question, hits=turn.passages,
                                  guards=guide.config.answer_guards)
         except GuideError as e:  # no voice installed at all
-            turn.notice = str(e)
+            turn.notice = e.visitor(query.language)
     try:
         yield from _answer(guide, state, turn, prepared, voice, t_start)
     finally:
@@ -448,8 +453,7 @@ def _answer(guide: Guide, state: DialogueState, turn: Turn, prepared: Prepared,
         turn.answer, turn.refused, turn.citations, turn.raw = (answer.text, answer.refused, answer.citations,
                                                                answer.raw)
         if "llm" in guide.problems and not turn.notice:
-            turn.notice = ("The answer model is not installed here, so I quote the best sentence from my sources "
-                           f"instead. ({guide.problems['llm']})")
+            turn.notice = f"{say('llm_missing', lang)} ({guide.problems['llm']})"
         state.apply(prepared.change, question, answer.text)  # the turn's one write to the conversation
     if voice is not None:
         voice.finish(turn.answer)
@@ -458,7 +462,8 @@ def _answer(guide: Guide, state: DialogueState, turn: Turn, prepared: Prepared,
             yield heard_so_far()
         heard_so_far()
         if voice.error is not None and not turn.notice:
-            turn.notice = str(voice.error) if isinstance(voice.error, GuideError) else phrase("speech_failed", lang)
+            error = voice.error
+            turn.notice = error.visitor(lang) if isinstance(error, GuideError) else phrase("speech_failed", lang)
         if voice.first_sentence_at is not None:
             timings["first_sentence"] = voice.first_sentence_at - t
         if voice.first_audio_at is not None:
@@ -469,7 +474,7 @@ def _answer(guide: Guide, state: DialogueState, turn: Turn, prepared: Prepared,
     used = [stage for stage, on in (("asr", turn.transcript is not None), ("tts", voice is not None)) if on]
     fallbacks = [guide.problems[stage] for stage in used if stage in guide.problems]
     if fallbacks and not turn.notice:
-        turn.notice = "Running on a fallback here: " + "; ".join(fallbacks)
+        turn.notice = say("fallback", turn.language, detail="; ".join(fallbacks))
     timings["total"] = time.perf_counter() - t_start
     turn.done = True
     yield replace(turn, speech=list(turn.speech))

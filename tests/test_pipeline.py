@@ -247,3 +247,21 @@ def test_two_visitors_with_different_subjects_answered_concurrently(tiny_guide):
     assert "1889" in last_a.answer and last_a.attraction == "eiffel-tower"
     assert (a.attraction, b.attraction) == ("eiffel-tower", "louvre")
     assert len(a.history) == len(b.history) == 4
+
+
+def test_problems_with_a_photo_or_a_recording_are_told_in_the_visitors_language(tiny_guide):
+    """A visitor who chose French and sends an empty recording is told in French."""
+    french = DialogueState(language_override="fr")
+    turn = answer_turn(tiny_guide, french, audio=b"", tour="minitour")
+    assert "enregistrement" in turn.notice.lower() and "recording" not in turn.notice
+
+
+def test_every_visitor_message_exists_in_english_and_fills_in_every_language():
+    from guide.messages import MESSAGES, duration, message
+
+    for key, table in MESSAGES.items():
+        assert "en" in table, key
+        for lang in table:
+            text = message(key, lang, name="x.jpg", length=lambda lg: duration(600, lg), limit="60",
+                           language="Swahili", choices="English", answer="English", detail="espeak-ng")
+            assert "{" not in text and text.strip(), (key, lang)
