@@ -14,9 +14,10 @@ from .answer import AnswerStream, load_llm
 from .config import GuideConfig, load_config
 from .dialogue import DialogueState, find_attractions, question_language
 from .errors import GuideError, ModelUnavailable, TourError
-from .lang import LANGUAGES, language_name, phrase
+from .lang import language_name, phrase
 from .messages import message as say
 from .prepare import Prepared, prepare_prompt
+from .replies import not_heard, not_recognised, what_is_this
 from .retrieval import Hit, ensure_index, load_embedder
 from .speech_stream import SpeechStream
 from .tours import Tour, list_tours, load_tour
@@ -209,33 +210,6 @@ class Guide:
                                             lang=lang)
 
 
-def _visitor_language(state: DialogueState, tour: Tour, transcript=None) -> str:
-    """The language to address the visitor in before their question is understood: their choice, else
-    a confident identification of their voice, else the language of earlier turns, else the tour's first."""
-    if state.language_override:
-        return state.language_override
-    if transcript is not None and transcript.language in tour.languages and transcript.probability >= 0.8:
-        return transcript.language
-    return state.language or tour.languages[0]
-
-
-def _not_heard(transcript, why: str, tour: Tour, state: DialogueState) -> tuple[str, str]:
-    """(message, its language) when a recording was not understood well enough to answer."""
-    choices = ", ".join(language_name(c, native=True) for c in tour.languages)
-    if why == "language":
-        # said in the language the visitor seems to speak, when the guide has its phrases
-        lang = transcript.detected if transcript.detected in LANGUAGES else _visitor_language(state, tour)
-        return phrase("heard_other_language", lang, language=language_name(transcript.detected, native=True),
-                      choices=choices), lang
-    lang = _visitor_language(state, tour, transcript)
-    heard = " ".join(transcript.text.split())
-    if not heard:
-        return phrase("not_heard", lang), lang
-    if len(heard) > 160:
-        heard = heard[:157].rstrip() + "…"
-    return phrase("heard_unsure", lang, heard=heard), lang
-
-
 def _spoken(guide: Guide, text: str, lang: str) -> tuple[list, str | None]:
     """Speech of a short message from the guide itself, and a notice if it could not be spoken."""
     try:
@@ -332,7 +306,7 @@ def stream_turn(guide: Guide, state: DialogueState, *, text: str | None = None, 
             turn.notice = e.visitor(ui_lang)
         if doubt:
             log.info("not answering a recording (%s): heard %r in %s", doubt, question, turn.transcript.language)
-            message, lang = _not_heard(turn.transcript, doubt, tour_obj, state)
+            message, lang = not_heard(turn.transcript, doubt, tour_obj, state)
             yield _finish_early(turn, guide, message, lang, speak=speak, t_start=t_start)
             return
     rec = turn.recognition
@@ -342,11 +316,11 @@ def stream_turn(guide: Guide, state: DialogueState, *, text: str | None = None, 
         lang = state.language_override or (
             turn.transcript.language if turn.transcript is not None and turn.transcript.text
             else question_language(question, tour_obj, state.language)[0] if question else ui_lang)
-        yield _finish_early(turn, guide, _not_recognised(rec, tour_obj, lang), lang, speak=speak,
+        yield _finish_early(turn, guide, not_recognised(rec, tour_obj, lang), lang, speak=speak,
                             t_start=t_start)
         return
     if not question and seen:
-        question = _what_is_this(ui_lang)
+        question = what_is_this(ui_lang)
     if not question:
         yield _finish_early(turn, guide, turn.notice or phrase("empty_question", ui_lang), ui_lang, speak=False,
                             t_start=t_start)
@@ -478,34 +452,6 @@ def _answer(guide: Guide, state: DialogueState, turn: Turn, prepared: Prepared,
     timings["total"] = time.perf_counter() - t_start
     turn.done = True
     yield replace(turn, speech=list(turn.speech))
-
-
-_WHAT_IS_THIS = {"en": "What is this?", "fr": "Qu'est-ce que c'est ?", "de": "Was ist das?", "es": "¿Qué es esto?",
-                 "it": "Che cos'è?", "pt": "O que é isto?", "nl": "Wat is dit?", "zh": "这是什么？",
-                 "ja": "これは何ですか？", "ko": "이것은 무엇입니까?"}
-
-
-def _not_recognised(rec, tour: Tour, lang: str) -> str:
-    """What the guide says about a photo it did not recognise, in `lang`: the places it might be (the
-    tour's names in that language) and what would help."""
-    kind = getattr(rec, "hint_kind", "")
-    if kind == "no-photos":
-        return phrase("photo_hint_no-photos", lang)
-    ids = list(getattr(rec, "nearest_ids", []) or [a for a, _ in (getattr(rec, "candidates", None) or [])][:3])
-    names = []
-    for a in ids:
-        try:
-            names.append(tour.attraction(a).name(lang))
-        except KeyError:
-            continue
-    message = phrase("photo_unknown", lang, names=", ".join(names)) if names else phrase("photo_unknown_alone", lang)
-    if kind in ("whole-building", "more-detail"):
-        message += " " + phrase(f"photo_hint_{kind}", lang)
-    return message
-
-
-def _what_is_this(lang: str) -> str:
-    return _WHAT_IS_THIS.get(lang, _WHAT_IS_THIS["en"])
 
 
 def answer_turn(guide: Guide, state: DialogueState, **inputs) -> Turn:
