@@ -57,6 +57,7 @@ class GuideConfig:
     top_k: int = 4  # passages given to the LLM
     answer_check: bool = False  # ask the LLM first whether the sources answer it (for models > 0.5B)
     answer_guards: bool = True  # concept pre-check, invented-number withdrawal, echo retry (answer.AnswerStream)
+    spoken_preface: bool = True  # a spoken answer opens with its subject's name, said while the answer is written
     adapter: str = "auto"  # LoRA adapter for the LLM: auto (the published one for this base, if any), none, or a path
     max_question_chars: int = 1000  # longer questions are refused with a message
     history_turns: int = 6  # visitor+guide messages kept before trimming to the context
@@ -87,7 +88,8 @@ PROFILES: dict[str, dict] = {
     # deterministic, weightless models for fast tests; never a user-facing default (photos: the offline
     # recognizer, 14 MB, which needs only torch; the weightless CLIP needs torchvision, absent from CPU installs)
     "tiny": {"embedder": "hashing", "llm": "extractive", "tts": "espeak-ng", "vision": "local-features",
-             "self_check": False},
+             "self_check": False,
+             "spoken_preface": False},  # the tests of spoken answers count the answer's sentences; one test turns it on
 }
 
 

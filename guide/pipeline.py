@@ -44,6 +44,8 @@ class Turn:
     transcript: object | None = None  # asr.Transcript when the visitor spoke
     recognition: object | None = None  # vision.Recognition when the visitor showed a photo
     speech: list = field(default_factory=list)  # tts.Speech per sentence, when asked to speak; grows while streaming
+    preface: str = ""  # said before the answer (the subject's name, "Eiffelturm."), while the answer is written
+    preface_speech: list = field(default_factory=list)  # its tts.Speech; played before `speech`
     speech_replaced: bool = False  # the answer changed after part of it was spoken: `speech` restarted with it
     done: bool = False
     timings: dict[str, float] = field(default_factory=dict)  # seconds per stage
@@ -244,7 +246,9 @@ def stream_turn(guide: Guide, state: DialogueState, *, text: str | None = None, 
     in a worker thread while the next is written (SpeechStream): `turn.speech` grows sentence by
     sentence, and on the last Turn it is the speech of exactly the text shown. `timings` holds the
     seconds per stage (decode, asr, retrieval, prompt, first_token, first_sentence and llm from the
-    start of generation, tts_first, tts) and first_audio / total from the start of the turn.
+    start of generation, tts_first, tts) and first_audio / total from the start of the turn. With
+    `config.spoken_preface`, a turn about one attraction first says its name (`turn.preface_speech`, at
+    timings preface_audio) while the model reads its prompt.
 
     Visitor mistakes (empty or over-long question, unreadable photo or recording) come back as
     `turn.notice`, never as an exception, and so does a recording the guide is not sure it understood
@@ -394,6 +398,17 @@ def _answer(guide: Guide, state: DialogueState, turn: Turn, prepared: Prepared,
     failure = None
     writer = threading.Thread(target=write, name="llm-answer", daemon=True)
     writer.start()
+    if voice is not None and guide.config.spoken_preface and len(prepared.query.attractions) == 1:
+        # the visitor hears that they were understood (the subject's name) while the model reads its prompt
+        name = turn.attraction_name or ""
+        turn.preface = name + ("。" if lang in ("zh", "ja") else ".") if name else ""
+        if turn.preface:
+            t_preface = time.perf_counter()
+            turn.preface_speech, _ = _spoken(guide, turn.preface, lang)
+            timings["preface_tts"] = time.perf_counter() - t_preface
+            if turn.preface_speech:
+                timings["preface_audio"] = time.perf_counter() - t_start
+                yield replace(turn, speech=list(turn.speech))
     try:
         while True:
             kind, value = events.get()

@@ -1,3 +1,4 @@
+import dataclasses
 import threading
 
 import pytest
@@ -265,3 +266,24 @@ def test_every_visitor_message_exists_in_english_and_fills_in_every_language():
             text = message(key, lang, name="x.jpg", length=lambda lg: duration(600, lg), limit="60",
                            language="Swahili", choices="English", answer="English", detail="espeak-ng")
             assert "{" not in text and text.strip(), (key, lang)
+
+
+def test_a_spoken_answer_first_says_its_subject_while_the_answer_is_written(tiny_guide):
+    """The visitor hears the subject's name ("Eiffel Tower.") before any of the answer is written; the
+    answer's own speech follows, unchanged. Off in the config: no preface."""
+    config = tiny_guide.config
+    tiny_guide.config = dataclasses.replace(config, spoken_preface=True)  # the tiny profile leaves it off
+    try:
+        turns = list(stream_turn(tiny_guide, DialogueState(), text="How tall is the Eiffel Tower?", tour="minitour",
+                                 speak=True))
+    finally:
+        tiny_guide.config = config
+    first_heard = next(t for t in turns if t.preface_speech or t.speech)
+    assert first_heard.preface == "Eiffel Tower." and first_heard.preface_speech
+    assert not first_heard.speech and first_heard.answer == ""
+    last = turns[-1]
+    assert last.speech and "330" in last.answer
+    assert last.timings["preface_audio"] < last.timings["first_audio"]
+    quiet = answer_turn(tiny_guide, DialogueState(), text="How tall is the Eiffel Tower?", tour="minitour",
+                        speak=True)
+    assert not quiet.preface_speech and quiet.speech
