@@ -49,8 +49,8 @@ class GuideConfig:
     index_dir: Path = ROOT / "indexes"  # built indexes (gitignored)
     cache_dir: Path = field(default_factory=_default_cache)  # assembled model packs
     default_tour: str = "paris"
-    embedder: str = "e5-small"  # registry name or sentence-transformers hub id (retrieval.EMBEDDERS)
-    llm: str = "qwen2.5-0.5b"  # registry name, .gguf path, hf:<id> or openai:<url> (answer.LLMS)
+    embedder: str = "e5-small"  # registry name or sentence-transformers hub id (guide.registry)
+    llm: str = "qwen2.5-0.5b"  # registry name, .gguf path, hf:<id> or openai:<url> (guide.registry)
     llm_context: int = 2048  # tokens of context the LLM is given
     max_answer_tokens: int = 200  # tokens an answer may take
     temperature: float = 0.0  # 0 = greedy, reproducible answers

@@ -329,17 +329,12 @@ def _shuffle_sources(prepared, rng: random.Random):
     """
     import dataclasses
 
-    from .answer import format_sources
 
     if len(prepared.hits) < 2:
         return prepared
     hits = list(prepared.hits)
     rng.shuffle(hits)
-    lang = prepared.query.language
-    old, new = format_sources(prepared.hits, lang), format_sources(hits, lang)
-    messages = [dict(m) for m in prepared.messages]
-    messages[-1]["content"] = messages[-1]["content"].replace(old, new, 1)
-    return dataclasses.replace(prepared, hits=hits, messages=messages)
+    return dataclasses.replace(prepared, hits=hits, prompt=dataclasses.replace(prepared.prompt, hits=hits))
 
 
 def tour_examples(guide, tour: Tour, attractions: list[str], *, seed: int = 0, example: bool = False,

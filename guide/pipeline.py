@@ -365,10 +365,9 @@ def _answer(guide: Guide, state: DialogueState, turn: Turn, prepared: Prepared,
     """The LLM's answer to a prepared question, streamed, and spoken sentence by sentence by `voice`."""
     timings, lang, question = turn.timings, prepared.query.language, turn.question
     llm = guide.llm
-    stream = AnswerStream(llm, prepared.messages, lang=lang, hits=turn.passages, question=question,
-                          evidence=prepared.evidence, subject=prepared.subject,
-                          max_tokens=guide.config.max_answer_tokens, temperature=guide.config.temperature,
-                          check=guide.config.answer_check, guards=guide.config.answer_guards)
+    stream = AnswerStream(llm, prepared.prompt, max_tokens=guide.config.max_answer_tokens,
+                          temperature=guide.config.temperature, check=guide.config.answer_check,
+                          guards=guide.config.answer_guards)
 
     def heard_so_far():
         if voice is not None:
