@@ -287,3 +287,11 @@ def test_a_spoken_answer_first_says_its_subject_while_the_answer_is_written(tiny
     quiet = answer_turn(tiny_guide, DialogueState(), text="How tall is the Eiffel Tower?", tour="minitour",
                         speak=True)
     assert not quiet.preface_speech and quiet.speech
+
+
+def test_a_damaged_photo_is_told_in_the_language_of_the_typed_question(tiny_guide):
+    """A German question with a damaged photo: the photo problem in German, and the question still answered."""
+    turn = answer_turn(tiny_guide, DialogueState(), text="Wann wurde der Eiffelturm gebaut?",
+                       image=b"\x89PNG\r\n\x1a\n broken", tour="minitour")
+    assert turn.notice and "Foto" in turn.notice and "photo" not in turn.notice, turn.notice
+    assert "Eiffelturm" in turn.answer and turn.attraction == "eiffel-tower"  # the question is still answered
