@@ -27,7 +27,7 @@ from .grounding import (
     refusal_decided,
     unsupported_claims,
 )
-from .lang import LANGUAGES, fold, phrase
+from .lang import LANGUAGES, detect_language, fold, phrase
 from .llm import (
     LLM,
     LLMS,
@@ -203,12 +203,24 @@ def precheck(prompt: Prompt, guards=True) -> str | None:
         missing = missing_concepts(prompt.question, prompt.texts)
         if missing:  # a kind of information the texts do not hold (a password, a phone number...)
             return f"asks for {', '.join(missing)}, which the sources do not hold"
-    if "content" in on and any(h.passage.lang == prompt.lang for h in prompt.hits):
+    own = [h for h in prompt.hits if h.passage.lang == prompt.lang]
+    if "content" in on and own:
         names = [*prompt.names, prompt.subject, prompt.tour_title, *(h.passage.title for h in prompt.hits)]
-        absent = missing_content(prompt.question, prompt.texts, names=names, lang=prompt.lang)
+        # where the texts in the visitor's language are partly in another (facts written in English), a word
+        # may be there translated: two absent nouns are needed, not one
+        mixed = any(h.passage.kind == "facts" and _written_in(h.passage.text) not in (None, prompt.lang) for h in own)
+        absent = missing_content(prompt.question, prompt.texts, names=names, lang=prompt.lang,
+                                 at_least=2 if mixed else 1)
         if absent:  # what it asks about is in no text the guide holds on the subject
             return f"asks about {', '.join(absent)}, which no source mentions"
     return None
+
+
+def _written_in(facts: str) -> str | None:
+    """The language a facts passage's values are written in (its labels are the passage's own), or None."""
+    values = " ".join(line.split(":", 1)[-1] for line in facts.splitlines())
+    code, confidence = detect_language(values, list(LANGUAGES))
+    return code if confidence > 0 else None
 
 
 class AnswerStream:

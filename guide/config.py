@@ -56,7 +56,8 @@ class GuideConfig:
     temperature: float = 0.0  # 0 = greedy, reproducible answers
     top_k: int = 4  # passages given to the LLM
     answer_check: bool = False  # ask the LLM first whether the sources answer it (for models > 0.5B)
-    answer_guards: bool = True  # concept pre-check, invented-number withdrawal, echo retry (answer.AnswerStream)
+    # the answer guards (grounding.GUARDS): True = all, False = none, or names, e.g. "concepts,numbers"
+    answer_guards: bool | str = True
     spoken_preface: bool = True  # a spoken answer opens with its subject's name, said while the answer is written
     adapter: str = "auto"  # LoRA adapter for the LLM: auto (the published one for this base, if any), none, or a path
     max_question_chars: int = 1000  # longer questions are refused with a message
@@ -98,6 +99,8 @@ def _coerce(value: str, typ):
     if "Path" in typ:
         return Path(value)
     if typ.startswith("bool"):
+        if "str" in typ and value.lower() not in ("1", "true", "yes", "on", "0", "false", "no", "off", ""):
+            return value  # names: GUIDE_ANSWER_GUARDS=concepts,numbers
         return value.lower() in ("1", "true", "yes", "on")
     if typ.startswith("int"):
         return int(value)

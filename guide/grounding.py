@@ -42,7 +42,7 @@ class Concept:
     asked: re.Pattern  # the question asks for it (matched on accent-folded lowercase text)
     evidence: re.Pattern  # the sources hold it
     words: bool = True  # evidence is words (matched on folded text too), not a pattern like a phone number
-    unless: re.Pattern | None = None  # the question is not asking for it after all (matched on folded text)
+    when: re.Pattern | None = None  # asked only if the question also matches this (on folded text)
 
 
 def _words(*words: str) -> re.Pattern:
@@ -52,7 +52,7 @@ def _words(*words: str) -> re.Pattern:
     return re.compile("|".join(parts))
 
 
-_WIFI = ("wifi", "wi fi", "wlan", "wireless", "internet", "password", "mot de passe", "passwort", "kennwort",
+_WIFI = ("wifi", "wi fi", "wlan", "internet", "password", "mot de passe", "passwort", "kennwort",
          "contrasena", "clave wifi", "senha", "无线网", "无线", "密码", "ワイファイ", "パスワード", "無線", "와이파이", "비밀번호")
 _PHONE = ("phone", "telephone", "telefon", "telefono", "telefonnummer", "numero de telephone", "hotline",
           "电话", "電話", "전화")
@@ -80,17 +80,20 @@ _MONEY = (r"€|\$|£|¥|₣|\beur\b|\beuros?\b|\bfrancs?\b|\bdollars?\b|\bpound
 _SCALE = r"(?:millions?|billions?|milliards?|thousand|mille|millionen|milliarden|tausend|millones|mil|miles|milioni|mio\.?|bn|k)"
 _PRICE_EVIDENCE = re.compile(rf"\d[\d.,\u202f\u00a0 ]*\s*(?:{_SCALE}\s*(?:de\s*|of\s*)?)?(?:{_MONEY})|(?:{_MONEY})\s*\d|\bfree\b|\bgratuit|"
                              r"\bkostenlos|\bgratis\b|\bfrei\b|\bgratuito|\bgratuita|免费|無料|무료", re.IGNORECASE)
-# asked about a past holder ("who was president when it opened?"): a historical fact, not a person in office
-_PAST = re.compile(r"\b(?:was|were|had|did|used to|etait|fut|furent|a ete|avait|war|waren|wurde|hatte|era|eran|fue|"
-                   r"fueron|habia|fu|erano|foi|eram|when|quand|lorsque|cuando|quando|in \d{3,4}|en \d{3,4}|"
-                   r"im jahr)\b|\d{3,4}年|当时|那时|时的|时候|当時|時の|でした|だった|のとき|の時")
+# a person in office is the one holding it now ("the current director", "who runs it today"); "who was
+# president when it opened?" asks for a historical fact, which the texts may well hold
+_NOW = re.compile(r"\b(?:current|currently|now|today|at present|these days|present|actuel|actuelle|actuellement|"
+                  r"aujourd hui|en ce moment|aktuell|aktuelle|aktuellen|aktueller|derzeit|derzeitige|heute|jetzt|"
+                  r"momentan|gegenwartig|amtierende|actual|actualmente|hoy|ahora|attuale|attualmente|oggi|atual|"
+                  r"atualmente|hoje|huidige|nu|who runs|who manages|who is in charge|qui dirige|wer leitet|"
+                  r"quien dirige)\b|现任|目前|现在|如今|当前|現在|今の|現職|現任|いまの|현재")
 _PHONE_EVIDENCE = re.compile(r"(?:\+\d{1,3}[ .-]?)?(?:\(?\d{1,4}\)?[ .-]){3,}\d{2,4}")  # +33 1 44 11 23 23
 
 CONCEPTS: tuple[Concept, ...] = (
     Concept("wifi", _words(*_WIFI), _words(*_WIFI)),
     Concept("phone", _words(*_PHONE), _PHONE_EVIDENCE, words=False),
     Concept("email", _words(*_EMAIL), re.compile(r"[\w.+-]+@[\w-]+\.[\w.]+"), words=False),
-    Concept("person in office", _words(*_ROLE), _words(*_ROLE), unless=_PAST),
+    Concept("person in office", _words(*_ROLE), _words(*_ROLE), when=_NOW),
     Concept("parking", _words(*_PARKING), _words(*_PARKING)),
     Concept("staff", _words(*_STAFF), _words(*_STAFF)),
     Concept("cloakroom", _words(*_CLOAK), _words(*_CLOAK)),
@@ -105,7 +108,7 @@ def asked_concepts(question: str) -> list[Concept]:
     folded = fold(question)
     raw = question.casefold()
     return [c for c in CONCEPTS if (c.asked.search(folded) or c.asked.search(raw))
-            and not (c.unless and (c.unless.search(folded) or c.unless.search(raw)))]
+            and (c.when is None or c.when.search(folded) or c.when.search(raw))]
 
 
 def missing_concepts(question: str, texts: list[str]) -> list[str]:
@@ -128,6 +131,7 @@ def missing_concepts(question: str, texts: list[str]) -> list[str]:
 # question holds is what it is about; a content word found in no text means the texts do not say.
 _STOP = set("""
 a an the of in on at to for from by with about into onto over under beneath below above near nearby inside
+after before since until during while
 outside there here this that these those it its it's is are was were be been being am do does did done
 have has had can could will would shall should may might must i you he she we they me my your our their
 him her them us what which who whom whose when where why how much many long far tall high big old large
@@ -162,19 +166,51 @@ erzahl erzahle erzahlen erzahlt beschreib beschreibe beschreiben erklar erklare 
 interessant interessantes besonderes geschichte bitte mehr uber
 cuentame cuenta cuentenos hablame habla describe describeme explica explicame algo interesante historia
 dimmi parlami raccontami conte fale diga explique algo interessante
+annee annees ano anos jahr jahre jahren moment personajes personnes personas persons personen leute gente
+someone anyone somebody quelqu jemand alguien alguno qualcuno
+sorry excuse hello thanks thank unfortunately sadly forgot forgotten remember desole excusez bonjour merci
+malheureusement oublie leider entschuldigung hallo danke vergessen habe weiss siento perdon hola gracias
+lamentablemente olvidado scusi grazie purtroppo desculpe obrigado
+""".split())
+
+
+# a concept's own words ("cost", "director") are judged by its evidence, not by their presence
+_CONCEPT_WORD = re.compile("|".join(f"(?:{c.asked.pattern})" for c in CONCEPTS))
+
+
+# the words that come before a noun ("the door", "la porte", "el guía", "how many cleaners"): a content word
+# is a noun, so the verbs of a question ("tiene", "angelegt", "became") are not taken for what it asks about
+_BEFORE_NOUN = set("""
+the a an this that these those its their his her my your our which what whose many much any some no of for
+on at in with about from by to
+le la les l un une des du de d au aux ce cet cette ces quel quelle quels quelles son sa ses leur leurs mon ma
+mes votre vos notre nos en dans sur pour par avec
+el los las lo una unos unas del al que cual cuales cuantos cuantas cuanto cuanta su sus mi mis con por para
+sobre
+il gli i della dei delle dello o os as um uma do da dos das no na nos nas
 """.split())
 
 
 def _content_words(question: str, names: Iterable[str], lang: str = "") -> list[str]:
+    """The nouns of the question that are not names, function words or a concept's words: in German the
+    capitalised words inside the sentence, elsewhere the words after an article, a determiner or a
+    preposition."""
     name_words = {w for n in names for w in fold(n).split()}
-    if lang != "de":  # a capitalised word inside the sentence is a name ("Beaubourg", "Mona Lisa")
-        for i, raw in enumerate(re.findall(r"[\w'’-]+", question)):
-            if i > 0 and raw[:1].isupper():
-                name_words.update(fold(raw).split())
-    words = []
-    for w in fold(question).split():
-        if (len(w) >= 4 and w.isalpha() and w.isascii() and w not in _STOP and w not in name_words
-                and not (w.endswith("s") and w[:-1] in _STOP)):
+    raw = [t for t in re.split(r"[^\w]+", question) if t]
+    words, prev = [], ["", ""]
+    for i, token in enumerate(raw):
+        w = fold(token)
+        if lang == "de":
+            noun = i > 0 and token[:1].isupper()
+        else:
+            # and in English the word after that ("the main door"); in French or Spanish it is often a verb
+            noun = prev[0] in _BEFORE_NOUN or (lang == "en" and prev[1] in _BEFORE_NOUN
+                                                and prev[0] not in _BEFORE_NOUN and prev[0] not in _STOP)
+            if i > 0 and token[:1].isupper():  # a capitalised word inside the sentence is a name
+                name_words.add(w)
+        prev = [w, prev[0]]
+        if (noun and len(w) >= 4 and w.isalpha() and w.isascii() and w not in _STOP and w not in name_words
+                and not (w.endswith("s") and w[:-1] in _STOP) and not _CONCEPT_WORD.fullmatch(w)):
             words.append(w)
     return words
 
@@ -183,27 +219,30 @@ def _asked_sentence(question: str) -> str:
     """The question itself: markup dropped, and of several sentences the last one asking ("Hello! I'm
     from Lyon. How tall is it?" -> "How tall is it?")."""
     text = re.sub(r"<[^>]*>", " ", question)
-    sentences = [t for t in re.split(r"(?<=[.!?])\s*", text.strip()) if t.strip()]
+    sentences = [t for t in re.split(r"(?<=[.!?:;])\s*", text.strip()) if t.strip()]
     asking = [t for t in sentences if t.rstrip().endswith("?")] or sentences
     return asking[-1] if asking else text
 
 
 def _stem(word: str) -> str:
     """A prefix that inflected forms share: 'cleaners' -> 'cleane', 'weather' -> 'weath', 'door' -> 'door'."""
-    return word[: max(4, min(len(word) - 2, 6))]
+    return word[: max(4, min(len(word) - 2, 7))]
 
 
-def missing_content(question: str, texts: list[str], *, names: Iterable[str] = (), lang: str = "") -> list[str]:
-    """The question's content words that none of `texts` holds (an inflected form counts), for questions
-    in a Latin script; `names` (the attractions', the tour's) are not content words."""
+def missing_content(question: str, texts: list[str], *, names: Iterable[str] = (), lang: str = "",
+                    at_least: int = 1) -> list[str]:
+    """The nouns of the question that none of `texts` holds (an inflected form counts), when they are at
+    least half of its nouns and at least `at_least` of them; else []. For Latin-script questions only;
+    `names` (the attractions', the tour's) are not content."""
     if re.search(r"[\u3040-\u9fff\uac00-\ud7af]", question):
         return []  # no word boundaries to go by
     words = _content_words(_asked_sentence(question), names, lang)
     if not words:
         return []
     vocab = {t for text in texts for t in fold(text).split()}
-    stems = {t[:k] for t in vocab for k in (4, 5, 6) if len(t) >= k}
-    return [w for w in words if _stem(w) not in stems and w not in vocab]
+    stems = {t[:k] for t in vocab for k in range(4, 8) if len(t) >= k}
+    missing = [w for w in words if _stem(w) not in stems and w not in vocab]
+    return missing if len(missing) >= at_least and 2 * len(missing) >= len(words) else []
 
 
 # --- is the model declining? ------------------------------------------------------------------------
@@ -227,7 +266,7 @@ _DECLINE = re.compile(
     r"\bje ne (?:sais|peux|connais)\b|\bje n ai (?:pas|aucune)\b|\baucune information\b|\bpas (?:d information|"
     r"mentionne|precise|indique)|\bsources?\b.{0,60}\bne (?:le |l |les |en |me |)(?:disent|dit|mentionnent|"
     r"mentionne|precisent|precise|indiquent|indique|donnent|contiennent|permettent)\b|"
-    r"\bweiss (?:ich|es) nicht\b|\bich weiss (?:es )?nicht\b|\bkeine (?:informationen|angaben|ahnung)\b|"
+    r"\bweiss (?:ich )?(?:es |das )?(?:leider )?nicht\b|\bkeine (?:informationen|angaben|ahnung)\b|"
     r"\bnicht (?:erwahnt|angegeben|genannt|beschrieben)\b|\b(?:quellen|texte)\b.{0,60}\b(?:sagen|enthalten|nennen|"
     r"erwahnen|geben)\b.{0,20}\b(?:nichts|keine|nicht)\b|\bkann ich (?:nicht|leider nicht) (?:sagen|beantworten)|"
     r"\bno lo se\b|^no (?:lo )?se$|\bno (?:tengo|dispongo de|hay) (?:informacion|datos)|\bno (?:se )?(?:menciona|"

@@ -8,8 +8,8 @@ import re
 import threading
 import time
 
-from .answer import is_echo, is_refusal, unsupported_claims
 from .errors import GuideError
+from .grounding import guard_set, is_echo, is_refusal, refusal_decided, unsupported_claims
 from .lang import fold
 from .retrieval import Hit
 from .tts import clean_for_speech, split_sentences
@@ -20,8 +20,9 @@ log = logging.getLogger(__name__)
 
 # --- speaking while the answer is written ------------------------------------------------------------
 
-# AnswerStream decides whether the model is declining from the first 40 folded characters of its
-# text (answer.is_refusal); nothing is spoken before that decision is settled.
+# AnswerStream decides whether the model is declining from the first sentence of its text that says
+# something, past a polite opening such as "Unfortunately," (grounding.is_refusal); nothing is spoken
+# before that decision is settled, and never fewer than 40 folded characters.
 _REFUSAL_WINDOW = 40
 _TRAILING_NUMBER = re.compile(r"[\d\s.,\u202f\u00a0]+$")  # a number still being written: "built in 18"
 
@@ -57,8 +58,9 @@ class SpeechStream:
     the end (the answer will be withdrawn). Citations and markdown are never spoken (tts.clean_for_speech).
     """
 
-    def __init__(self, tts, lang: str, *, question: str = "", hits: list[Hit] | None = None, guards: bool = True):
-        self.tts, self.lang, self.question, self.hits, self.guards = tts, lang, question, hits or [], guards
+    def __init__(self, tts, lang: str, *, question: str = "", hits: list[Hit] | None = None, guards=True):
+        self.tts, self.lang, self.question, self.hits = tts, lang, question, hits or []
+        self.guards = guard_set(guards)  # the answer guards that may still replace the text (grounding.GUARDS)
         self.speech: list = []  # tts.Speech of each sentence taken so far, in order
         self.spoken: list[str] = []  # the sentences whose audio has been taken (heard), in order
         self.queued: list[str] = []  # the sentences given to the voice, in order
@@ -94,12 +96,14 @@ class SpeechStream:
             self._say(sentence)
 
     def _settled(self, text: str, finished: list[str]) -> bool:
-        if len(fold(text)) < _REFUSAL_WINDOW or is_refusal(text):
+        if len(fold(text)) < _REFUSAL_WINDOW or not refusal_decided(text) or is_refusal(text):
             return False  # AnswerStream may still put its own refusal in place of this
-        if not self.guards:
+        if "dump" in self.guards and re.match(r"\s*\[\d+\]", text):
+            return False  # a pasted source list: replaced at the end
+        if "echo" in self.guards and is_echo(" ".join(finished), self.question):
+            return False  # a repeated question: asked again at the end
+        if "numbers" not in self.guards:
             return True
-        if re.match(r"\s*\[\d+\]", text) or is_echo(" ".join(finished), self.question):
-            return False  # a pasted source list or a repeated question: replaced at the end
         invented = unsupported_claims(_TRAILING_NUMBER.sub("", text), self.hits, self.question)
         if invented:
             log.info("not speaking on: the answer has numbers no source gave (%s), it will be withdrawn",
