@@ -17,19 +17,10 @@ pytest.importorskip("transformers")
 from guide.adapters import export_gguf_lora, publish, read_manifest, resolve_adapter  # noqa: E402
 from guide.config import load_config  # noqa: E402
 from guide.errors import ModelUnavailable  # noqa: E402
-from guide.finetune import (  # noqa: E402
-    FinetuneConfig,
-    add_lora,
-    cap_refusals,
-    distil,
-    encode,
-    held_out_questions,
-    load_base,
-    mean_loss,
-    pair_refusals,
-    tiny_base,
-    train,
-)
+from guide.finetune import FinetuneConfig, add_lora, encode, mean_loss, train  # noqa: E402
+from guide.ft_base import load_base, tiny_base  # noqa: E402
+from guide.ft_curate import cap_refusals, distil, pair_refusals  # noqa: E402
+from guide.ft_gate import held_out_questions  # noqa: E402
 from guide.ftdata import DONT_KNOW, Example, build_dataset, composed_answer, split_attractions  # noqa: E402
 
 
@@ -203,7 +194,7 @@ def test_refusal_share_is_capped_with_the_written_questions_kept(dataset):
 
 
 def test_each_refusal_target_gets_an_answered_twin_on_the_same_attraction_and_language(dataset):
-    from guide.finetune import _asks_person, _refuses, _subsample
+    from guide.ft_curate import _asks_person, _refuses, _subsample
 
     split, data = dataset
     pool = data["train"]
@@ -252,7 +243,7 @@ def test_training_questions_are_answerable_in_their_own_language_and_not_the_eva
 
 
 def test_teacher_uses_the_training_questions_of_training_attractions_only_and_caches_answers(paris, tmp_path):
-    from guide.finetune import teacher_examples
+    from guide.ft_curate import teacher_examples
 
     guide, tour = paris
     split = split_attractions(tour, seed=0)
@@ -280,7 +271,7 @@ def test_teacher_uses_the_training_questions_of_training_attractions_only_and_ca
 
 def test_written_answers_replace_the_bases_wrong_ones_cited_with_the_source_that_states_the_fact(paris, tmp_path):
     from guide.evaluate import answer_language, contains_fact, load_eval_set
-    from guide.finetune import teacher_examples
+    from guide.ft_curate import teacher_examples
     from guide.ftdata import cite
 
     guide, tour = paris
@@ -337,7 +328,8 @@ def test_a_written_answer_must_state_an_expected_fact(tmp_path):
 
 
 def test_served_check_scores_the_guarded_guide_and_gates_publishing(paris, tmp_path):
-    from guide.finetune import served_check, verdict, written_questions
+    from guide.ft_curate import written_questions
+    from guide.ft_gate import served_check, verdict
 
     guide, tour = paris
     split = split_attractions(tour, seed=0)
@@ -383,6 +375,20 @@ def test_served_check_scores_the_guarded_guide_and_gates_publishing(paris, tmp_p
     assert verdict(report)["better"]
 
 
+def test_the_names_imported_from_guide_finetune_are_the_split_modules_own():
+    import guide.finetune as ft
+    from guide import ft_base, ft_curate, ft_gate
+
+    # cli.py and scripts/heldout-eval.py import these from guide.finetune
+    for module, names in ((ft_curate, ["_subsample", "eval_with_llm", "written_questions", "teacher_examples"]),
+                          (ft_gate, ["compare_backends", "format_comparison", "format_report", "served_check",
+                                     "verdict", "held_out_questions"]),
+                          (ft_base, ["base_identity", "load_base", "tiny_base"])):
+        for name in names:
+            assert getattr(ft, name) is getattr(module, name), name
+    assert {"PRESETS", "FinetuneConfig", "run_finetune"} <= set(dir(ft))
+
+
 def _chat(q, a):
     return [{"role": "system", "content": "You are a guide."}, {"role": "user", "content": q},
             {"role": "assistant", "content": a}]
@@ -401,7 +407,7 @@ def _examples(pairs):
 
 
 def _fresh(tiny, cfg, seed=0):
-    from guide.finetune import base_identity
+    from guide.ft_base import base_identity
 
     tok, model = load_base(base_identity(str(tiny), cfg_cache()))
     torch.manual_seed(seed)
