@@ -70,7 +70,8 @@ def serving_code_hash() -> str:
     how the guide answers, guards included, for a given model."""
     h = hashlib.sha256()
     for path in sorted(Path(__file__).parent.glob("*.py")):
-        if path.name not in ("finetune.py", "ft_base.py", "ft_curate.py", "ft_gate.py", "ftdata.py", "cli.py"):
+        if path.name not in ("finetune.py", "ft_base.py", "ft_curate.py", "ft_gate.py", "ftdata.py", "ftdata_phrases.py",
+                             "ftdata_sets.py", "cli.py"):
             h.update(path.name.encode() + path.read_bytes())
     return h.hexdigest()
 

@@ -582,7 +582,7 @@ def test_a_resumed_run_trains_on_its_own_saved_data_not_a_rebuilt_set(tmp_path, 
 def test_reading_examples_from_xquad_cite_the_paragraph_with_the_answer(dev_dir):
     import random
 
-    from guide.ftdata import xquad_examples
+    from guide.ftdata_sets import xquad_examples
 
     path = dev_dir / "texts" / "xquad_place_articles_12langs.jsonl"
     if not path.is_file():
