@@ -1,7 +1,8 @@
 """Fine-tuning: data and split, the LoRA loop on a tiny random Qwen2, adapters and their manifests.
 
-Fast: a tiny random model built from a config (no weights). The real 0.5B base is in
-test_finetune_slow.py.
+A tiny random model built from a config (no weights). The tests that train it (the loop, early
+stopping, resuming, save and load, the `finetune` command end to end) are `slow`: each takes
+seconds to a minute on two cores. The real 0.5B base is in test_finetune_slow.py.
 """
 
 import dataclasses
@@ -433,6 +434,7 @@ def test_encode_masks_everything_but_the_answer(tiny):
     assert encode(tok, _chat("When?", "In 1889 [1]."), 5) is None  # too long: dropped, not cut
 
 
+@pytest.mark.slow
 def test_loop_drives_loss_down(tiny, tmp_path):
     rows = _examples([("When was the tower built?", "It was built in 1889 [1]."),
                       ("Wie hoch ist er?", "330 m [2]."), ("Wi-Fi password?", "I don't know.")])
@@ -447,6 +449,7 @@ def test_loop_drives_loss_down(tiny, tmp_path):
     assert (tmp_path / "checkpoint" / "state.json").is_file()
 
 
+@pytest.mark.slow
 def test_early_stopping_fires_when_dev_loss_stops_improving(tiny, tmp_path):
     train_rows = _examples([("When was the tower built?", "It was built in 1889 [1].")])
     dev_rows = _examples([("When was the tower built?", "I don't know.")])  # learning train makes dev worse
@@ -464,6 +467,7 @@ def _lora_state(model):
     return {k: v.detach().clone() for k, v in get_peft_model_state_dict(model).items()}
 
 
+@pytest.mark.slow
 def test_resume_continues_from_the_checkpoint_exactly(tiny, tmp_path):
     rows = _examples([("When was the tower built?", "It was built in 1889 [1]."), ("Wie hoch ist er?", "330 m [2].")])
     cfg = CFG.replace(max_steps=12, eval_every=3)
@@ -482,6 +486,7 @@ def test_resume_continues_from_the_checkpoint_exactly(tiny, tmp_path):
         assert torch.allclose(a[k], b[k], atol=1e-5), k
 
 
+@pytest.mark.slow
 def test_save_then_load_gives_identical_outputs(tiny, tmp_path):
     from peft import PeftModel
 
@@ -545,6 +550,7 @@ def test_wrong_base_adapter_is_refused_with_a_clear_message(tmp_path):
         read_manifest(tmp_path / "nothing")
 
 
+@pytest.mark.slow
 def test_finetune_command_runs_the_tiny_preset_end_to_end(tmp_path, monkeypatch):
     from guide.cli import main
 
@@ -559,6 +565,7 @@ def test_finetune_command_runs_the_tiny_preset_end_to_end(tmp_path, monkeypatch)
     assert manifest["base"]["sha256"] and manifest["data_hash"] == report["data_hash"]
 
 
+@pytest.mark.slow
 def test_a_resumed_run_trains_on_its_own_saved_data_not_a_rebuilt_set(tmp_path, monkeypatch):
     from guide.cli import main
     from guide.ftdata import data_hash, load_jsonl, save_jsonl
