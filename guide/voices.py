@@ -8,6 +8,7 @@ voices best first (the one `load_tts("auto")` picks).
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import json
 import logging
@@ -34,9 +35,17 @@ def _espeak_exe() -> str | None:
     return shutil.which("espeak-ng") or shutil.which("espeak")
 
 
+@functools.lru_cache(maxsize=4)
+def _espeak_voice_list(exe: str) -> str:
+    """`espeak-ng --voices`, run once per executable and process: the list does not change while the
+    guide runs, and every voice stage that loads would start espeak-ng again for it (on a starved
+    machine the start alone has taken over 10 s). A failed run raises and is not kept."""
+    return subprocess.run([exe, "--voices"], capture_output=True, text=True, check=False, timeout=60).stdout
+
+
 def _espeak_voices(exe: str) -> dict[str, str]:
     """language code -> espeak voice, the one espeak itself ranks first for that code."""
-    out = subprocess.run([exe, "--voices"], capture_output=True, text=True, check=False, timeout=10).stdout
+    out = _espeak_voice_list(exe)
     ranked: dict[str, tuple[int, str]] = {}
     for line in out.splitlines()[1:]:
         parts = line.split()
