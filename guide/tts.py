@@ -286,7 +286,31 @@ def load_tts(name: str = "auto", *, device: str | None = None, espeak: bool = Tr
     """The speech stage. `name`: "auto" (best installed voice per language), "espeak-ng", "piper"
     (installed Piper voices), "kokoro" (Kokoro-82M for every language it has a voice for),
     "coqui" / "coqui:<model>", or a Piper .onnx path. espeak-ng speaks every language no other voice
-    covers (unless espeak=False). `cache_dir`: where model packs are assembled (the config's)."""
+    covers (unless espeak=False). `cache_dir`: where model packs are assembled (the config's).
+    The names are the registry's (guide.registry, kind "tts")."""
+    from . import registry
+
+    return registry.load("tts", name, device=device, espeak=espeak, cache_dir=cache_dir)
+
+
+def _register() -> None:
+    from .registry import Backend, register
+
+    for name, description, needs in (
+            ("auto", "the best installed voice per language: Coqui, Piper, Kokoro, then espeak-ng", ()),
+            ("espeak-ng", "espeak-ng for every language (robotic, always there)", ()),
+            ("piper", "the installed Piper voices (en_US-joe-medium offline), espeak-ng for the rest", ("piper",)),
+            ("kokoro", "Kokoro-82M int8 ONNX for every language it has a voice for", ("onnxruntime",)),
+            ("coqui", "the downloaded Coqui TTS models", ("TTS",))):
+        register(Backend("tts", name, description, _load, requirements=needs))
+    register(Backend("tts", "coqui:<model>", "one Coqui TTS model by name or folder", _load, requirements=("TTS",),
+                     matches=lambda n: n.startswith("coqui:")))
+    register(Backend("tts", "<voice>.onnx", "a Piper voice file", _load, requirements=("piper",),
+                     matches=lambda n: n.endswith(".onnx")))
+
+
+def _load(name: str, *, device: str | None = None, espeak: bool = True,
+          cache_dir: str | Path | None = None) -> Voices:
     kind, _, arg = name.partition(":")
     if name not in TTS_NAMES and kind != "coqui" and not name.endswith(".onnx"):
         raise ValueError(f"unknown TTS {name!r}; choose one of {', '.join(TTS_NAMES)}, "
@@ -407,3 +431,6 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
+
+
+_register()

@@ -9,7 +9,8 @@ from guide.config import load_config
 def test_the_offline_defaults_and_the_test_models_are_registered_backends():
     for profile in ("offline", "tiny"):
         config = load_config(profile)
-        for kind, name in (("llm", config.llm), ("embedder", config.embedder), ("vision", config.vision)):
+        for kind, name in (("llm", config.llm), ("embedder", config.embedder), ("vision", config.vision),
+                           ("asr", config.asr), ("tts", config.tts)):
             backend = registry.find(kind, name)
             assert backend.kind == kind and backend.description and callable(backend.factory), (profile, kind)
 
@@ -22,6 +23,10 @@ def test_exact_names_win_over_patterns_and_patterns_pick_the_right_backend():
     assert registry.find("vision", "clip:ViT-B-32").name == "clip:ViT-B-32"  # registered, not the pattern
     assert registry.find("vision", "clip:ViT-L-14:openai").name == "clip:ARCH:PRETRAINED"
     assert registry.find("embedder", "intfloat/multilingual-e5-base").name == "<hub id or path>"
+    assert registry.find("asr", "small").name == "<hub size>" and registry.find("asr", "whisper-base").name == "whisper-base"
+    assert registry.find("tts", "coqui:tts_models/de/thorsten/vits").name == "coqui:<model>"
+    assert registry.find("tts", "/voices/de_DE-thorsten-medium.onnx").name == "<voice>.onnx"
+    assert {b.kind for kind in registry.KINDS for b in registry.backends(kind)} == set(registry.KINDS)
 
 
 def test_unknown_names_are_refused_with_the_choices():
