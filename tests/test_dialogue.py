@@ -48,17 +48,23 @@ def test_follow_up_keeps_the_subject(tour):
     state = DialogueState(tour=tour.id)
     first = resolve(state, "How tall is the Eiffel Tower?", tour)
     assert first.attractions == ["eiffel-tower"] and first.language == "en"
+    assert state.attraction is None and state.language is None  # resolve decides, the turn applies
+    state.apply(first.change(), first.text, "It is 330 m tall.")
+    assert state.attraction == "eiffel-tower" and state.language == "en" and len(state.history) == 2
     follow = resolve(state, "And when was it built?", tour)
     assert follow.attractions == ["eiffel-tower"] and follow.mentioned == []
     assert follow.search_text.startswith("Eiffel Tower")
     other = resolve(state, "Is the Louvre open on Tuesdays?", tour)
-    assert other.attractions == ["louvre"] and state.attraction == "louvre"
+    assert other.attractions == ["louvre"] and other.change().attraction == "louvre"
+    assert state.attraction == "eiffel-tower"
 
 
 def test_names_do_not_decide_the_language(tour):
     state = DialogueState(tour=tour.id)
     assert resolve(state, "Is the Louvre Museum free on Sundays?", tour).language == "en"
-    assert resolve(state, "Ist der Eiffelturm heute geöffnet?", tour).language == "de"
+    q = resolve(state, "Ist der Eiffelturm heute geöffnet?", tour)
+    assert q.language == "de"
+    state.apply(q.change(), q.text, "Ja.")
     # too short to tell: the conversation's language stays
     assert resolve(state, "Louvre?", tour).language == "de"
 
@@ -79,4 +85,4 @@ def test_language_override_wins(tour):
 def test_photo_sets_the_subject(tour):
     state = DialogueState(tour=tour.id)
     q = resolve(state, "What is this?", tour, seen="pont-neuf")
-    assert q.attractions == ["pont-neuf"] and state.attraction == "pont-neuf"
+    assert q.attractions == ["pont-neuf"] and q.change().attraction == "pont-neuf"

@@ -12,7 +12,8 @@ from guide.asr import Segment, Transcript, doubt_about
 from guide.dialogue import DialogueState
 from guide.errors import GuideError
 from guide.lang import LANGUAGES, phrase
-from guide.pipeline import SpeechStream, answer_turn, stream_turn
+from guide.pipeline import answer_turn, stream_turn
+from guide.speech_stream import SpeechStream
 from guide.tts import Speech, clean_for_speech, split_sentences
 
 QUESTION = "Tell me about the Eiffel Tower."
@@ -131,7 +132,7 @@ def test_the_turn_carries_speech_as_it_grows(tiny_guide):
 
 
 def test_a_refusal_found_late_is_not_spoken_before_it(tiny_guide):
-    # "leider" is past AnswerStream's first look (24 characters), inside its refusal check (40):
+    # "nicht beschrieben" (the first sentence declines) is past AnswerStream's first look (24 characters):
     # the start streams, then the guide's own refusal takes its place
     voices = FakeVoices()
     # before its last piece the model waits a moment for speech: had the first sentence gone to the
@@ -143,6 +144,20 @@ def test_a_refusal_found_late_is_not_spoken_before_it(tiny_guide):
     assert last.refused and last.answer.startswith("Das tut mir leid") and llm.waited == {3: False}
     assert voices.said == split_sentences(clean_for_speech(last.answer))  # only the guide's own refusal
     assert not last.speech_replaced
+
+
+def test_a_polite_opening_is_spoken_once_its_sentence_shows_an_answer(tiny_guide):
+    # "Unfortunately," opens a refusal as often as an answer: held until its sentence ends, then it is
+    # an answer, spoken while the model is still writing, and never replaced
+    voices = FakeVoices()
+    opening = "Unfortunately, the Eiffel Tower was only meant to stand for twenty years [1]. "
+    pieces = ["Unfortunately, the Eiffel ", opening[len("Unfortunately, the Eiffel "):], "It was built",
+              SECOND[len("It was built"):]]
+    llm, _ = scripted(tiny_guide, pieces, gates={3: voices.spoke}, voices=voices)
+    last = listen(tiny_guide, text=QUESTION)[-1]
+    assert not last.refused and last.answer == (opening + SECOND).strip()
+    assert llm.waited == {3: True}  # the first sentence was heard before the model finished the second
+    assert voices.said == split_sentences(clean_for_speech(last.answer)) and not last.speech_replaced
 
 
 def test_an_answer_with_an_invented_number_is_not_spoken_on(tiny_guide, caplog):
