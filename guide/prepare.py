@@ -123,7 +123,8 @@ def prepare_prompt(guide, state: DialogueState, question: str, tour_obj: Tour, *
     names = [n for a in tour_obj.attractions for n in a.all_names()]
     prompt = Prompt(question=question, lang=query.language, hits=hits, tour_title=tour_obj.title(query.language),
                     subject=subject, carried=query.carried, history=state.history[-guide.config.history_turns:],
-                    budget=budget, count=llm.count_tokens, example=example, evidence=evidence, names=names)
+                    budget=budget, count=llm.count_tokens, example=example, evidence=evidence, names=names,
+                    spoken=heard is not None)
     prompt.messages()  # rendered once here, so the time counts as the prompt's
     if timings is not None:
         timings["prompt"] = time.perf_counter() - t

@@ -295,3 +295,17 @@ def test_a_damaged_photo_is_told_in_the_language_of_the_typed_question(tiny_guid
                        image=b"\x89PNG\r\n\x1a\n broken", tour="minitour")
     assert turn.notice and "Foto" in turn.notice and "photo" not in turn.notice, turn.notice
     assert "Eiffelturm" in turn.answer and turn.attraction == "eiffel-tower"  # the question is still answered
+
+
+def test_a_misheard_word_in_a_spoken_question_is_not_taken_for_an_absent_detail(tiny_guide):
+    """Typed, "How tall is the rifle tower?" asks about a rifle no text mentions and is declined before the
+    model is asked; heard (Whisper's mishearing of "Eiffel"), one absent noun is not enough."""
+    from guide.answer import precheck
+    from guide.prepare import prepare_prompt
+
+    tour = tiny_guide.tour("minitour")
+    typed = prepare_prompt(tiny_guide, DialogueState(), "How tall is the rifle tower?", tour)
+    heard = prepare_prompt(tiny_guide, DialogueState(), "How tall is the rifle tower?", tour, heard="en")
+    assert heard.prompt.spoken and not typed.prompt.spoken
+    assert "rifle" in (precheck(typed.prompt) or "")
+    assert precheck(heard.prompt) is None
