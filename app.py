@@ -199,7 +199,7 @@ def _card(guide: Guide, turn: Turn, tour_id: str):
 def _speech_audio(turn: Turn | list, rate: int | None = None):
     """Spoken sentences (a Turn's, or a list of tts.Speech) as one (sample_rate, int16 samples) clip, a
     short pause after each; at `rate` (default: the first sentence's)."""
-    speech = turn.speech if isinstance(turn, Turn) else list(turn)
+    speech = [*turn.preface_speech, *turn.speech] if isinstance(turn, Turn) else list(turn)
     if not speech:
         return None
     rate = int(rate or speech[0].sample_rate)
@@ -221,12 +221,15 @@ class _LiveSpeech:
     speech is sent from its start, after what was already played."""
 
     def __init__(self):
-        self.sent, self.restarted, self.rate = 0, False, None
+        self.sent, self.restarted, self.rate, self.prefaced = 0, False, None, False
 
     def chunk(self, turn: Turn):
         if turn.speech_replaced and not self.restarted:
             self.sent, self.restarted = 0, True
         new = turn.speech[self.sent:]
+        if turn.preface_speech and not self.prefaced:  # the subject's name, said first
+            self.prefaced = True
+            new = list(turn.preface_speech) + new
         if not new:
             return gr.skip()
         self.sent = len(turn.speech)

@@ -145,6 +145,7 @@ class Prompt:
     example: bool = True
     evidence: list[str] | None = None
     names: list[str] = field(default_factory=list)
+    spoken: bool = False  # the question was heard (a transcript), not typed
     rendered: list[Message] | None = None  # messages already built (the old AnswerStream call)
 
     @property
@@ -210,8 +211,10 @@ def precheck(prompt: Prompt, guards=True) -> str | None:
         # where the texts in the visitor's language are partly in another (facts written in English), a word
         # may be there translated: two absent nouns are needed, not one
         mixed = any(h.passage.kind == "facts" and _written_in(h.passage.text) not in (None, prompt.lang) for h in own)
+        # a spoken question may hold a misheard word ("How tall is the rifle tower?"): that is no evidence
+        # that the asked detail is absent, so a heard question, too, needs two absent nouns
         absent = missing_content(prompt.question, prompt.texts, names=names, lang=prompt.lang,
-                                 at_least=2 if mixed else 1)
+                                 at_least=2 if mixed or prompt.spoken else 1)
         if absent:  # what it asks about is in no text the guide holds on the subject
             return f"asks about {', '.join(absent)}, which no source mentions"
     return None

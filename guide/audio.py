@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import GuideError, ModelUnavailable
+from .messages import duration
 
 __all__ = ["SAMPLE_RATE", "MAX_SECONDS", "to_mono_16k", "resample"]
 
@@ -27,23 +28,17 @@ MAX_SECONDS = 60  # longer questions are refused
 _SLACK = 0.5  # s; containers round their durations
 _MIN_BYTES_PER_SECOND = 500  # 4 kbit/s, below any speech codec: a file smaller than its stated length lies
 
-_NOT_AUDIO = ("I couldn't play that recording: it isn't an audio file I can read. "
-              "Please try recording your question again.")
-_EMPTY = "The recording is empty. Please hold the microphone button while you speak."
+def _not_audio() -> GuideError:
+    return GuideError.say("audio_not_audio")
 
 
-def _duration(seconds: float) -> str:
-    """'70 seconds', '10 minutes', '2 hours': how long a recording is, as a visitor would say it."""
-    if seconds < 120:
-        return f"{seconds:.0f} seconds"
-    if seconds < 2 * 3600:
-        return f"{seconds / 60:.0f} minutes"
-    return f"{seconds / 3600:.0f} hours"
+def _empty() -> GuideError:
+    return GuideError.say("audio_empty")
 
 
 def _too_long(seconds: float, at_least: bool = False) -> GuideError:
-    return GuideError(f"That recording is {'over ' if at_least else ''}{_duration(seconds)} long; "
-                      f"please keep your question under {MAX_SECONDS} seconds.")
+    return GuideError.say("audio_too_long", length=lambda lang: duration(seconds, lang, at_least=at_least),
+                          limit=f"{MAX_SECONDS:g}")
 
 
 def to_mono_16k(source, *, max_seconds: float = MAX_SECONDS) -> np.ndarray:
@@ -68,19 +63,19 @@ def to_mono_16k(source, *, max_seconds: float = MAX_SECONDS) -> np.ndarray:
         wav = _from_array(source, SAMPLE_RATE, max_seconds)
     elif isinstance(source, (bytes, bytearray, memoryview)):
         if len(source) == 0:
-            raise GuideError(_EMPTY)
+            raise _empty()
         wav = _decode(bytes(source), max_seconds)
     elif isinstance(source, (str, PathLike)):
         path = Path(source).expanduser()
         if not path.is_file():
-            raise GuideError(f"I couldn't find the recording {path.name!r}. Please record your question again.")
+            raise GuideError.say("audio_missing", name=path.name)
         if path.stat().st_size == 0:
-            raise GuideError(_EMPTY)
+            raise _empty()
         wav = _decode(path, max_seconds)
     else:
         raise TypeError(f"audio must be a path, bytes or a (sample_rate, samples) tuple, not {type(source).__name__}")
     if wav.size == 0:
-        raise GuideError(_EMPTY)
+        raise _empty()
     wav = np.nan_to_num(wav, nan=0.0, posinf=1.0, neginf=-1.0)
     return np.ascontiguousarray(np.clip(wav, -1.0, 1.0), dtype=np.float32)
 
@@ -102,7 +97,7 @@ def _from_array(samples: np.ndarray, rate: int, max_seconds: float) -> np.ndarra
     elif samples.dtype.kind == "f":
         samples = samples.astype(np.float32)
     else:
-        raise GuideError(_NOT_AUDIO)
+        raise _not_audio()
     if samples.ndim == 2:
         samples = samples.mean(axis=1)
     seconds = len(samples) / rate
@@ -153,10 +148,10 @@ def _decode_av(source: bytes | Path, max_seconds: float) -> np.ndarray:
         container = av.open(io.BytesIO(source) if isinstance(source, bytes) else str(source), mode="r",
                             metadata_errors="ignore")
     except (av.FFmpegError, ValueError, OSError, EOFError) as e:
-        raise GuideError(_NOT_AUDIO) from e
+        raise _not_audio() from e
     with container:
         if not container.streams.audio:
-            raise GuideError("That file has no sound in it. Please record your question again.")
+            raise GuideError.say("audio_silent")
         stream = container.streams.audio[0]
         if stream.duration and stream.time_base:
             declared = float(stream.duration * stream.time_base)
@@ -178,7 +173,7 @@ def _decode_av(source: bytes | Path, max_seconds: float) -> np.ndarray:
                 chunks.append(out.to_ndarray().reshape(-1))
         except (av.FFmpegError, ValueError, EOFError) as e:
             if n < SAMPLE_RATE // 2:  # less than half a second decoded: not a usable recording
-                raise GuideError(_NOT_AUDIO) from e
+                raise _not_audio() from e
             log.warning("recording truncated or damaged after %.1f s (%s); using what was decoded",
                         n / SAMPLE_RATE, e)
     return np.concatenate(chunks).astype(np.float32) if chunks else np.zeros(0, np.float32)
@@ -196,7 +191,7 @@ def _decode_ffmpeg(source: bytes | Path, max_seconds: float) -> np.ndarray:
     wav = np.frombuffer(proc.stdout, dtype="<f4").astype(np.float32)
     if proc.returncode != 0 and wav.size < SAMPLE_RATE // 2:
         log.debug("ffmpeg failed: %s", proc.stderr.decode(errors="replace")[-500:])
-        raise GuideError(_NOT_AUDIO)
+        raise _not_audio()
     if wav.size > limit * SAMPLE_RATE:
         raise _too_long(max_seconds, at_least=True)
     return wav

@@ -115,7 +115,7 @@ SPOKEN_QUESTIONS: dict[str, str] = {
 }
 # (label, how to read it from a turn's timings and the LLM's own first token), in the order they happen
 FIRST_AUDIO_STAGES = ("decode", "ASR", "retrieval", "prompt", "first token", "first sentence", "TTS", "other",
-                      "first audio")
+                      "first audio", "preface TTS", "first words")
 
 
 class _TimedLLM:
@@ -142,12 +142,16 @@ def _first_audio_stages(timings: dict[str, float], prefill: float) -> dict[str, 
               "first token": prefill, "first sentence": max(0.0, timings["first_sentence"] - prefill),
               "TTS": timings["tts_first"]}
     stages["other"] = max(0.0, timings["first_audio"] - sum(stages.values()))  # hand-overs, checks, waiting
-    stages["first audio"] = timings["first_audio"]
+    stages["first audio"] = timings["first_audio"]  # the answer's first sentence
+    # the spoken preface (the subject's name), said while the model reads its prompt: the first sound
+    stages["preface TTS"] = timings.get("preface_tts", 0.0)
+    stages["first words"] = timings.get("preface_audio", timings["first_audio"])
     return stages
 
 
 def bench_first_audio(config: GuideConfig, *, turns: int = 12, guide=None, progress: bool = True) -> str:
-    """From the end of a ~5 s spoken question to the first sample of the answer's audio, per stage.
+    """From the end of a ~5 s spoken question to the first sample of the answer's audio, per stage, and
+    to the first words heard (the spoken preface, when `config.spoken_preface`).
 
     The questions are synthesised with the guide's own voices, written as WAV files and asked as
     recordings (so decoding counts), each turn a new visitor; one warm-up turn first (models load,

@@ -96,7 +96,7 @@ def cmd_ask(args) -> int:
         if args.speak and turn.speech:
             from .tts import write_wav
 
-            write_wav(args.speak, turn.speech)
+            write_wav(args.speak, [*turn.preface_speech, *turn.speech])
             print(f"  spoken answer: {args.speak}")
         timing = ", ".join(f"{k} {v:.2f}s" for k, v in turn.timings.items())
         print(f"  [{turn.language}; {timing}]")

@@ -49,8 +49,8 @@ class GuideConfig:
     index_dir: Path = ROOT / "indexes"  # built indexes (gitignored)
     cache_dir: Path = field(default_factory=_default_cache)  # assembled model packs
     default_tour: str = "paris"
-    embedder: str = "e5-small"  # registry name or sentence-transformers hub id (retrieval.EMBEDDERS)
-    llm: str = "qwen2.5-0.5b"  # registry name, .gguf path, hf:<id> or openai:<url> (answer.LLMS)
+    embedder: str = "e5-small"  # registry name or sentence-transformers hub id (guide.registry)
+    llm: str = "qwen2.5-0.5b"  # registry name, .gguf path, hf:<id> or openai:<url> (guide.registry)
     llm_context: int = 2048  # tokens of context the LLM is given
     max_answer_tokens: int = 200  # tokens an answer may take
     temperature: float = 0.0  # 0 = greedy, reproducible answers
@@ -58,6 +58,7 @@ class GuideConfig:
     answer_check: bool = False  # ask the LLM first whether the sources answer it (for models > 0.5B)
     # the answer guards (grounding.GUARDS): True = all, False = none, or names, e.g. "concepts,numbers"
     answer_guards: bool | str = True
+    spoken_preface: bool = True  # a spoken answer opens with its subject's name, said while the answer is written
     adapter: str = "auto"  # LoRA adapter for the LLM: auto (the published one for this base, if any), none, or a path
     max_question_chars: int = 1000  # longer questions are refused with a message
     history_turns: int = 6  # visitor+guide messages kept before trimming to the context
@@ -88,7 +89,8 @@ PROFILES: dict[str, dict] = {
     # deterministic, weightless models for fast tests; never a user-facing default (photos: the offline
     # recognizer, 14 MB, which needs only torch; the weightless CLIP needs torchvision, absent from CPU installs)
     "tiny": {"embedder": "hashing", "llm": "extractive", "tts": "espeak-ng", "vision": "local-features",
-             "self_check": False},
+             "self_check": False,
+             "spoken_preface": False},  # the tests of spoken answers count the answer's sentences; one test turns it on
 }
 
 

@@ -183,6 +183,24 @@ def report(config: GuideConfig, *, checks: bool = True) -> str:
         else:
             index = f"index fresh ({manifest['n_passages']} passages, {manifest['dense_index']})"
         lines.append(f"  {tour.id}: {len(tour.attractions)} attractions, {', '.join(tour.languages)}; {index}")
+    lines += ["backends (guide.registry; * = configured):", _optional("backends", lambda: "\n".join(_backends(config)))]
     if checks:
         lines += ["self-checks (each native model run once in a child process):", *self_checks(config)]
     return "\n".join(lines)
+
+
+def _backends(config: GuideConfig) -> list[str]:
+    """Every registered backend of every stage, the configured one marked."""
+    from . import registry
+
+    chosen = {"llm": config.llm, "embedder": config.embedder, "asr": config.asr, "tts": config.tts,
+              "vision": config.vision}
+    lines = []
+    for kind in registry.KINDS:
+        try:
+            current = registry.find(kind, chosen[kind]).name
+        except ValueError:
+            current = None
+        for backend, line in zip(registry.backends(kind), registry.describe(kind), strict=True):
+            lines.append(f"  {kind:<8} {'*' if backend.name == current else ' '} {line}")
+    return lines

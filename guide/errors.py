@@ -6,7 +6,30 @@ __all__ = ["GuideError", "TourError", "ModelUnavailable"]
 
 
 class GuideError(Exception):
-    """A problem a visitor or operator can act on; its message is shown as is."""
+    """A problem a visitor or operator can act on; its message is shown as is.
+
+    One made with `GuideError.say(key, **values)` can also be put in the visitor's language:
+    `error.visitor("de")` (guide.messages); str(error) is the English one, for logs and operators.
+    """
+
+    key: str | None = None
+    values: dict = {}
+
+    @classmethod
+    def say(cls, key: str, **values) -> GuideError:
+        from .messages import message
+
+        error = cls(message(key, "en", **values))
+        error.key, error.values = key, values
+        return error
+
+    def visitor(self, lang: str | None) -> str:
+        """The message in `lang`, when it has a key (else as raised)."""
+        if self.key is None or not lang:
+            return str(self)
+        from .messages import message
+
+        return message(self.key, lang, **self.values)
 
 
 class TourError(GuideError):

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Protocol
 
+from . import registry
 from .config import usable_cores
 from .errors import GuideError, ModelUnavailable
 from .lang import LANGUAGES, phrase
@@ -229,64 +230,101 @@ class ExtractiveLLM:
         return max(1, len(text) // 3)
 
 
-LLMS = {
-    "qwen2.5-0.5b": "Qwen2.5-Coder-0.5B-Instruct GGUF Q4_K_M, offline pack (llama.cpp)",
-    "extractive": "no model: the best-matching source sentence (tests)",
-    "hf:<hub id>": "any transformers chat model (GPU if available)",
-    "hf:qwen2.5-0.5b": "the offline pack on transformers (de-quantized), with its fine-tuned adapter when published",
-    "openai:<url>[#model]": "an OpenAI-compatible server (vLLM, TGI, llama.cpp server)",
-    "<path>.gguf": "any GGUF file (llama.cpp)",
-}
-
-
 def load_llm(name: str, *, cache_dir: Path, n_ctx: int = 2048, threads: int = 0, device: str | None = None,
              adapter: str | None = None, isolate: bool = False) -> LLM:
-    """An LLM by registry name, `hf:<hub id or pack>`, `openai:<url>[#model]` or a path to a .gguf file.
+    """An LLM by registry name (guide.registry, kind "llm"): a model pack, `hf:<hub id or pack>`,
+    `openai:<url>[#model]`, a path to a .gguf file, or "extractive".
 
     `adapter` ("auto", "none" or a folder) applies a fine-tuned LoRA to a model pack: as a GGUF LoRA
     on llama.cpp, or with peft on transformers (`hf:<pack>`). A wrong-base adapter is refused.
     `isolate` runs a llama.cpp model in a supervised child process (guide.llm_server), self-checked
     at start, so that a native crash costs one answer instead of the process that asked.
     """
-    from .adapters import resolve_adapter
-    from .models import PACKS, assemble_pack
+    return registry.load("llm", name, cache_dir=cache_dir, n_ctx=n_ctx, threads=threads, device=device,
+                         adapter=adapter, isolate=isolate)
 
-    if name == "extractive":
-        return ExtractiveLLM()
-    pack_name = name[3:] if name.startswith("hf:") and name[3:] in PACKS else name
-    folder, manifest = (None, None)
-    if pack_name in PACKS:
-        folder, manifest = resolve_adapter(adapter, base_name=pack_name, base_sha256=PACKS[pack_name].sha256)
-    if name in PACKS:
-        path = assemble_pack(name, cache_dir)
-        gpu_layers = -1 if device and device.startswith("cuda") else 0
-        lora = None
-        if folder is not None:
-            if not manifest.get("gguf") or not (folder / manifest["gguf"]).is_file():
-                raise ModelUnavailable(f"the adapter {folder} has no GGUF LoRA for llama.cpp; re-export it")
-            lora = str(folder / manifest["gguf"])
-        llm = _llama(path, n_ctx=n_ctx, threads=threads, name=name + ("+lora" if lora else ""),
-                     gpu_layers=gpu_layers, lora=lora, isolate=isolate, cache_dir=cache_dir)
-    elif pack_name in PACKS:  # transformers on the pack's GGUF, de-quantized (with the peft adapter)
-        path = assemble_pack(pack_name, cache_dir)
-        llm = TransformersLLM(str(path.parent), gguf_file=path.name, device=device,
-                              adapter=str(folder) if folder else None)
-        llm.name = name + ("+lora" if folder else "")
-    elif name.startswith("hf:"):
-        return TransformersLLM(name[3:], device=device, adapter=adapter if adapter not in (None, "auto", "none") else None)
-    elif name.startswith("openai:"):
-        url, _, model = name[len("openai:"):].partition("#")
-        return OpenAICompatibleLLM(url, model=model or "default")
-    elif name.endswith(".gguf"):
-        if not Path(name).is_file():
-            raise ModelUnavailable(f"no GGUF file at {name}")
-        return _llama(name, n_ctx=n_ctx, threads=threads, name=Path(name).name, isolate=isolate, cache_dir=cache_dir)
-    else:
-        raise ValueError(f"unknown LLM {name!r}; choose one of {', '.join(LLMS)}")
+
+def _with_adapter(llm, name: str, folder, manifest):
     if manifest is not None:
         llm.prompt_example = manifest.get("prompt", {}).get("example", True)
         log.info("LLM %s with the fine-tuned adapter %s", name, folder)
     return llm
+
+
+def _pack_adapter(pack_name: str, adapter: str | None):
+    from .adapters import resolve_adapter
+    from .models import PACKS
+
+    return resolve_adapter(adapter, base_name=pack_name, base_sha256=PACKS[pack_name].sha256)
+
+
+def _load_pack(name, *, cache_dir, n_ctx=2048, threads=0, device=None, adapter=None, isolate=False):
+    """A model pack on llama.cpp, with its published GGUF LoRA adapter."""
+    from .models import assemble_pack
+
+    folder, manifest = _pack_adapter(name, adapter)
+    path = assemble_pack(name, cache_dir)
+    gpu_layers = -1 if device and device.startswith("cuda") else 0
+    lora = None
+    if folder is not None:
+        if not manifest.get("gguf") or not (folder / manifest["gguf"]).is_file():
+            raise ModelUnavailable(f"the adapter {folder} has no GGUF LoRA for llama.cpp; re-export it")
+        lora = str(folder / manifest["gguf"])
+    llm = _llama(path, n_ctx=n_ctx, threads=threads, name=name + ("+lora" if lora else ""),
+                 gpu_layers=gpu_layers, lora=lora, isolate=isolate, cache_dir=cache_dir)
+    return _with_adapter(llm, name, folder, manifest)
+
+
+def _load_pack_transformers(name, *, cache_dir, device=None, adapter=None, **_):
+    """A model pack on transformers (its GGUF de-quantized), with the published peft adapter."""
+    from .models import assemble_pack
+
+    pack_name = name[3:]
+    folder, manifest = _pack_adapter(pack_name, adapter)
+    path = assemble_pack(pack_name, cache_dir)
+    llm = TransformersLLM(str(path.parent), gguf_file=path.name, device=device, adapter=str(folder) if folder else None)
+    llm.name = name + ("+lora" if folder else "")
+    return _with_adapter(llm, name, folder, manifest)
+
+
+def _load_hf(name, *, device=None, adapter=None, **_):
+    return TransformersLLM(name[3:], device=device, adapter=adapter if adapter not in (None, "auto", "none") else None)
+
+
+def _load_openai(name, **_):
+    url, _, model = name[len("openai:"):].partition("#")
+    return OpenAICompatibleLLM(url, model=model or "default")
+
+
+def _load_gguf(name, *, cache_dir, n_ctx=2048, threads=0, isolate=False, **_):
+    if not Path(name).is_file():
+        raise ModelUnavailable(f"no GGUF file at {name}")
+    return _llama(name, n_ctx=n_ctx, threads=threads, name=Path(name).name, isolate=isolate, cache_dir=cache_dir)
+
+
+def _register() -> None:
+    from .models import PACKS
+    from .registry import Backend
+
+    register = registry.register
+    for pack in [p for p, v in PACKS.items() if v.filename.endswith(".gguf")]:  # the answer-model packs
+        register(Backend("llm", pack, f"{pack} GGUF offline pack on llama.cpp (its fine-tuned LoRA when published)",
+                         _load_pack, requirements=("llama_cpp",)))
+    register(Backend("llm", "extractive", "no model: the best-matching source sentence (tests)",
+                     lambda name, **_: ExtractiveLLM()))
+    register(Backend("llm", "hf:<pack>", "a model pack on transformers (de-quantized), with its peft adapter",
+                     _load_pack_transformers, requirements=("transformers", "torch"),
+                     matches=lambda n: n.startswith("hf:") and n[3:] in PACKS and PACKS[n[3:]].filename.endswith(".gguf")))
+    register(Backend("llm", "hf:<hub id>", "any transformers chat model (GPU if available)", _load_hf,
+                     requirements=("transformers", "torch"), matches=lambda n: n.startswith("hf:")))
+    register(Backend("llm", "openai:<url>[#model]", "an OpenAI-compatible server (vLLM, TGI, llama.cpp server)",
+                     _load_openai, matches=lambda n: n.startswith("openai:")))
+    register(Backend("llm", "<path>.gguf", "any GGUF file (llama.cpp)", _load_gguf, requirements=("llama_cpp",),
+                     matches=lambda n: n.endswith(".gguf")))
+
+
+_register()
+LLMS = {b.name: b.description for b in registry.backends("llm")}  # name -> description, for help texts
 
 
 def _llama(path, *, n_ctx: int, threads: int, name: str, gpu_layers: int = 0, lora: str | None = None,

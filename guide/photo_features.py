@@ -12,10 +12,12 @@ What makes another photo of the same building verifiable:
 - matches are RootSIFT nearest neighbours that pass Lowe's ratio test and are mutual;
 - they are verified twice, by a fundamental matrix (any rigid 3-D scene: another viewpoint of a
   non-planar building) and by a homography (a facade, a crop, a zoom), both fitted with MAGSAC
-  (cv2.USAC_MAGSAC); the larger consistent inlier set counts;
-- of a model's inliers only those whose SIFT rotation and scale change agree with the pair's median
-  are counted: a random epipolar fit gathers a dozen inliers between unrelated photos, but their
-  rotations disagree;
+  (cv2.USAC_MAGSAC); with `union_models` the matches either model verifies count (between two real
+  viewpoints the true matches split: some on a facade fit the homography but miss the 2-px epipolar
+  band, those in depth fit only the fundamental matrix), else the larger model's set;
+- of those inliers only the ones whose SIFT rotation and scale change agree with their median are
+  counted (one median over both models' inliers in the union): a random epipolar fit gathers a dozen
+  inliers between unrelated photos, but their rotations disagree;
 - the inliers' convex hull must cover a minimum of both images (rejects a logo or a line of text).
 
 The options argument is a `vision.VisionOptions` (or `FeatureOptions`, the same fields).
@@ -59,6 +61,7 @@ class FeatureOptions:
     ratio: float = 0.85  # Lowe's ratio test on RootSIFT distances
     ransac_px: float = 1.0  # pixels: fundamental-matrix inlier threshold (MAGSAC)
     homography_px: float = 4.0  # pixels: homography inlier threshold (MAGSAC); 0 = no homography
+    union_models: bool = True  # count the union of both models' consistent inliers (False: the larger set)
     angle_tol: float = 20.0  # degrees: SIFT rotation must agree with the pair's median within this
     scale_tol: float = 0.5  # octaves: SIFT scale ratio must agree with the pair's median within this
     min_spread: float = 0.01  # fraction of both images the inliers' hull must cover (rejects logos, text)
@@ -91,7 +94,7 @@ class Verification:
     inliers: int  # matches that fit one geometry and agree in SIFT rotation and scale
     matches: int  # putative matches (ratio test + mutual nearest neighbours)
     spread: float  # fraction of the smaller image area covered by the inliers' convex hull
-    model: str = ""  # "fundamental" or "homography": the geometry that explained most matches
+    model: str = ""  # "fundamental", "homography", or "fundamental+homography" (both added inliers)
 
     def effective(self, options) -> int:
         return self.inliers if self.spread >= options.min_spread else 0
@@ -188,8 +191,9 @@ def _fit(kind: str, pa: np.ndarray, pb: np.ndarray, px: float) -> np.ndarray | N
 
 def verify_pair(query: LocalFeatures, reference: LocalFeatures, options=None, *,
                 query_root: np.ndarray | None = None, reference_root: np.ndarray | None = None) -> Verification:
-    """Geometrically verified matches between two photos (module docstring): the best of a
-    fundamental matrix and a homography, counting only inliers consistent in SIFT rotation and scale."""
+    """Geometrically verified matches between two photos (module docstring): the inliers of a
+    fundamental matrix and a homography (with `union_models` either model's, else the larger
+    model's set) that agree with their median SIFT rotation and scale change."""
     opts = options or FeatureOptions()
     if len(query) < 8 or len(reference) < 8:
         return Verification(0, 0, 0.0)
@@ -204,19 +208,36 @@ def verify_pair(query: LocalFeatures, reference: LocalFeatures, options=None, *,
     models = [("fundamental", opts.ransac_px)]
     if getattr(opts, "homography_px", 0):
         models.append(("homography", opts.homography_px))
-    best = Verification(0, int(len(i)), 0.0)
+    fits: list[tuple[str, np.ndarray]] = []  # per model: which putative matches fit it
     for kind, px in models:
         keep = _fit(kind, pa, pb, px)
-        if keep is None or keep.sum() < 4:
-            continue
-        qk, rk = qk_all[keep], rk_all[keep]
-        ok = _consistent(qk, rk, opts)
-        n = int(ok.sum())
-        if n <= best.inliers:
-            continue
-        spread = min(_hull_fraction(qk[ok, :2], query.shape), _hull_fraction(rk[ok, :2], reference.shape))
-        best = Verification(n, int(len(i)), spread, kind)
-    return best
+        if keep is not None and keep.sum() >= 4:
+            fits.append((kind, keep))
+    if not fits:
+        return Verification(0, int(len(i)), 0.0)
+
+    def consistent(mask: np.ndarray) -> np.ndarray:
+        idx = np.flatnonzero(mask)
+        ok = np.zeros(len(mask), bool)
+        ok[idx[_consistent(qk_all[idx], rk_all[idx], opts)]] = True
+        return ok
+
+    if getattr(opts, "union_models", False):
+        # one rotation / scale filter over both models' inliers: the true matches of a pair share one
+        # rotation and zoom whichever model verifies them; each model's chance inliers have their own
+        ok = consistent(np.logical_or.reduce([m for _, m in fits]))
+        adds = []  # named after the models that verified matches the other one did not
+        for n, (k, m) in enumerate(fits):
+            others = [x for e, (_, x) in enumerate(fits) if e != n]
+            if (ok & m & ~np.logical_or.reduce(others) if others else ok & m).any():
+                adds.append(k)
+        kind = "+".join(adds) or fits[0][0]
+    else:
+        kind, ok = max(((k, consistent(m)) for k, m in fits), key=lambda km: int(km[1].sum()))  # a tie: the first
+    if not ok.any():
+        return Verification(0, int(len(i)), 0.0)
+    spread = min(_hull_fraction(pa[ok], query.shape), _hull_fraction(pb[ok], reference.shape))
+    return Verification(int(ok.sum()), int(len(i)), spread, kind)
 
 
 def attraction_support(photo_inliers: list[tuple[str, int]], options=None) -> dict[str, float]:

@@ -14,8 +14,10 @@ from .answer import AnswerStream, load_llm
 from .config import GuideConfig, load_config
 from .dialogue import DialogueState, find_attractions, question_language
 from .errors import GuideError, ModelUnavailable, TourError
-from .lang import LANGUAGES, language_name, phrase
+from .lang import language_name, phrase
+from .messages import message as say
 from .prepare import Prepared, prepare_prompt
+from .replies import not_heard, not_recognised, what_is_this
 from .retrieval import Hit, ensure_index, load_embedder
 from .speech_stream import SpeechStream
 from .tours import Tour, list_tours, load_tour
@@ -42,6 +44,8 @@ class Turn:
     transcript: object | None = None  # asr.Transcript when the visitor spoke
     recognition: object | None = None  # vision.Recognition when the visitor showed a photo
     speech: list = field(default_factory=list)  # tts.Speech per sentence, when asked to speak; grows while streaming
+    preface: str = ""  # said before the answer (the subject's name, "Eiffelturm."), while the answer is written
+    preface_speech: list = field(default_factory=list)  # its tts.Speech; played before `speech`
     speech_replaced: bool = False  # the answer changed after part of it was spoken: `speech` restarted with it
     done: bool = False
     timings: dict[str, float] = field(default_factory=dict)  # seconds per stage
@@ -208,40 +212,13 @@ class Guide:
                                             lang=lang)
 
 
-def _visitor_language(state: DialogueState, tour: Tour, transcript=None) -> str:
-    """The language to address the visitor in before their question is understood: their choice, else
-    a confident identification of their voice, else the language of earlier turns, else the tour's first."""
-    if state.language_override:
-        return state.language_override
-    if transcript is not None and transcript.language in tour.languages and transcript.probability >= 0.8:
-        return transcript.language
-    return state.language or tour.languages[0]
-
-
-def _not_heard(transcript, why: str, tour: Tour, state: DialogueState) -> tuple[str, str]:
-    """(message, its language) when a recording was not understood well enough to answer."""
-    choices = ", ".join(language_name(c, native=True) for c in tour.languages)
-    if why == "language":
-        # said in the language the visitor seems to speak, when the guide has its phrases
-        lang = transcript.detected if transcript.detected in LANGUAGES else _visitor_language(state, tour)
-        return phrase("heard_other_language", lang, language=language_name(transcript.detected, native=True),
-                      choices=choices), lang
-    lang = _visitor_language(state, tour, transcript)
-    heard = " ".join(transcript.text.split())
-    if not heard:
-        return phrase("not_heard", lang), lang
-    if len(heard) > 160:
-        heard = heard[:157].rstrip() + "…"
-    return phrase("heard_unsure", lang, heard=heard), lang
-
-
 def _spoken(guide: Guide, text: str, lang: str) -> tuple[list, str | None]:
     """Speech of a short message from the guide itself, and a notice if it could not be spoken."""
     try:
         return list(guide.tts.stream(text, lang)), None
     except GuideError as e:
         log.warning("no speech for %r: %s", text, e)
-        return [], str(e)
+        return [], e.visitor(lang)
 
 
 def _finish_early(turn: Turn, guide: Guide, message: str, lang: str, *, speak: bool, t_start: float) -> Turn:
@@ -269,7 +246,9 @@ def stream_turn(guide: Guide, state: DialogueState, *, text: str | None = None, 
     in a worker thread while the next is written (SpeechStream): `turn.speech` grows sentence by
     sentence, and on the last Turn it is the speech of exactly the text shown. `timings` holds the
     seconds per stage (decode, asr, retrieval, prompt, first_token, first_sentence and llm from the
-    start of generation, tts_first, tts) and first_audio / total from the start of the turn.
+    start of generation, tts_first, tts) and first_audio / total from the start of the turn. With
+    `config.spoken_preface`, a turn about one attraction first says its name (`turn.preface_speech`, at
+    timings preface_audio) while the model reads its prompt.
 
     Visitor mistakes (empty or over-long question, unreadable photo or recording) come back as
     `turn.notice`, never as an exception, and so does a recording the guide is not sure it understood
@@ -287,6 +266,10 @@ def stream_turn(guide: Guide, state: DialogueState, *, text: str | None = None, 
     question = (text or "").strip()
     if not any(c.isalnum() for c in question):  # emoji or punctuation only: nothing to search for
         question = ""
+    if question and not state.language_override and len(question) <= guide.config.max_question_chars:
+        # a typed question says the visitor's language: problems with their photo are told in it
+        typed = question_language(question, tour_obj, state.language)[0]
+        ui_lang = typed if typed in tour_obj.languages else ui_lang
 
     seen = None
     if image is not None:
@@ -304,7 +287,7 @@ def stream_turn(guide: Guide, state: DialogueState, *, text: str | None = None, 
             turn.recognition = recognizer.recognize(photo)
             seen = getattr(turn.recognition, "attraction", None)
         except GuideError as e:
-            turn.notice = str(e)
+            turn.notice = e.visitor(ui_lang)
         timings["vision"] = time.perf_counter() - t
     if audio is not None and not question:
         doubt = None
@@ -324,10 +307,10 @@ def stream_turn(guide: Guide, state: DialogueState, *, text: str | None = None, 
             if not question and not seen:
                 doubt = doubt or "nothing"
         except GuideError as e:
-            turn.notice = str(e)
+            turn.notice = e.visitor(ui_lang)
         if doubt:
             log.info("not answering a recording (%s): heard %r in %s", doubt, question, turn.transcript.language)
-            message, lang = _not_heard(turn.transcript, doubt, tour_obj, state)
+            message, lang = not_heard(turn.transcript, doubt, tour_obj, state)
             yield _finish_early(turn, guide, message, lang, speak=speak, t_start=t_start)
             return
     rec = turn.recognition
@@ -337,11 +320,11 @@ def stream_turn(guide: Guide, state: DialogueState, *, text: str | None = None, 
         lang = state.language_override or (
             turn.transcript.language if turn.transcript is not None and turn.transcript.text
             else question_language(question, tour_obj, state.language)[0] if question else ui_lang)
-        yield _finish_early(turn, guide, _not_recognised(rec, tour_obj, lang), lang, speak=speak,
+        yield _finish_early(turn, guide, not_recognised(rec, tour_obj, lang), lang, speak=speak,
                             t_start=t_start)
         return
     if not question and seen:
-        question = _what_is_this(ui_lang)
+        question = what_is_this(ui_lang)
     if not question:
         yield _finish_early(turn, guide, turn.notice or phrase("empty_question", ui_lang), ui_lang, speak=False,
                             t_start=t_start)
@@ -356,9 +339,9 @@ def stream_turn(guide: Guide, state: DialogueState, *, text: str | None = None, 
     query = prepared.query
     turn.question, turn.language = question, query.language
     if query.detected != query.language and query.detected not in tour_obj.languages:
-        choices = ", ".join(language_name(c) for c in tour_obj.languages)
-        turn.notice = (f"I can't answer in {language_name(query.detected)} yet; this tour speaks {choices}. "
-                       f"Here is my answer in {language_name(query.language)}.")
+        turn.notice = say("unsupported_language", query.language, language=language_name(query.detected),
+                              choices=", ".join(language_name(c) for c in tour_obj.languages),
+                              answer=language_name(query.language))
     turn.passages = prepared.hits
     turn.attraction = prepared.attraction
     turn.attraction_name = tour_obj.attraction(turn.attraction).name(query.language) if turn.attraction else None
@@ -369,7 +352,7 @@ def stream_turn(guide: Guide, state: DialogueState, *, text: str | None = None, 
             voice = SpeechStream(guide.tts, query.language, question=question, hits=turn.passages,
                                  guards=guide.config.answer_guards)
         except GuideError as e:  # no voice installed at all
-            turn.notice = str(e)
+            turn.notice = e.visitor(query.language)
     try:
         yield from _answer(guide, state, turn, prepared, voice, t_start)
     finally:
@@ -382,10 +365,9 @@ def _answer(guide: Guide, state: DialogueState, turn: Turn, prepared: Prepared,
     """The LLM's answer to a prepared question, streamed, and spoken sentence by sentence by `voice`."""
     timings, lang, question = turn.timings, prepared.query.language, turn.question
     llm = guide.llm
-    stream = AnswerStream(llm, prepared.messages, lang=lang, hits=turn.passages, question=question,
-                          evidence=prepared.evidence, subject=prepared.subject,
-                          max_tokens=guide.config.max_answer_tokens, temperature=guide.config.temperature,
-                          check=guide.config.answer_check, guards=guide.config.answer_guards)
+    stream = AnswerStream(llm, prepared.prompt, max_tokens=guide.config.max_answer_tokens,
+                          temperature=guide.config.temperature, check=guide.config.answer_check,
+                          guards=guide.config.answer_guards)
 
     def heard_so_far():
         if voice is not None:
@@ -415,6 +397,17 @@ def _answer(guide: Guide, state: DialogueState, turn: Turn, prepared: Prepared,
     failure = None
     writer = threading.Thread(target=write, name="llm-answer", daemon=True)
     writer.start()
+    if voice is not None and guide.config.spoken_preface and len(prepared.query.attractions) == 1:
+        # the visitor hears that they were understood (the subject's name) while the model reads its prompt
+        name = turn.attraction_name or ""
+        turn.preface = name + ("。" if lang in ("zh", "ja") else ".") if name else ""
+        if turn.preface:
+            t_preface = time.perf_counter()
+            turn.preface_speech, _ = _spoken(guide, turn.preface, lang)
+            timings["preface_tts"] = time.perf_counter() - t_preface
+            if turn.preface_speech:
+                timings["preface_audio"] = time.perf_counter() - t_start
+                yield replace(turn, speech=list(turn.speech))
     try:
         while True:
             kind, value = events.get()
@@ -448,8 +441,7 @@ def _answer(guide: Guide, state: DialogueState, turn: Turn, prepared: Prepared,
         turn.answer, turn.refused, turn.citations, turn.raw = (answer.text, answer.refused, answer.citations,
                                                                answer.raw)
         if "llm" in guide.problems and not turn.notice:
-            turn.notice = ("The answer model is not installed here, so I quote the best sentence from my sources "
-                           f"instead. ({guide.problems['llm']})")
+            turn.notice = f"{say('llm_missing', lang)} ({guide.problems['llm']})"
         state.apply(prepared.change, question, answer.text)  # the turn's one write to the conversation
     if voice is not None:
         voice.finish(turn.answer)
@@ -458,7 +450,8 @@ def _answer(guide: Guide, state: DialogueState, turn: Turn, prepared: Prepared,
             yield heard_so_far()
         heard_so_far()
         if voice.error is not None and not turn.notice:
-            turn.notice = str(voice.error) if isinstance(voice.error, GuideError) else phrase("speech_failed", lang)
+            error = voice.error
+            turn.notice = error.visitor(lang) if isinstance(error, GuideError) else phrase("speech_failed", lang)
         if voice.first_sentence_at is not None:
             timings["first_sentence"] = voice.first_sentence_at - t
         if voice.first_audio_at is not None:
@@ -469,38 +462,10 @@ def _answer(guide: Guide, state: DialogueState, turn: Turn, prepared: Prepared,
     used = [stage for stage, on in (("asr", turn.transcript is not None), ("tts", voice is not None)) if on]
     fallbacks = [guide.problems[stage] for stage in used if stage in guide.problems]
     if fallbacks and not turn.notice:
-        turn.notice = "Running on a fallback here: " + "; ".join(fallbacks)
+        turn.notice = say("fallback", turn.language, detail="; ".join(fallbacks))
     timings["total"] = time.perf_counter() - t_start
     turn.done = True
     yield replace(turn, speech=list(turn.speech))
-
-
-_WHAT_IS_THIS = {"en": "What is this?", "fr": "Qu'est-ce que c'est ?", "de": "Was ist das?", "es": "¿Qué es esto?",
-                 "it": "Che cos'è?", "pt": "O que é isto?", "nl": "Wat is dit?", "zh": "这是什么？",
-                 "ja": "これは何ですか？", "ko": "이것은 무엇입니까?"}
-
-
-def _not_recognised(rec, tour: Tour, lang: str) -> str:
-    """What the guide says about a photo it did not recognise, in `lang`: the places it might be (the
-    tour's names in that language) and what would help."""
-    kind = getattr(rec, "hint_kind", "")
-    if kind == "no-photos":
-        return phrase("photo_hint_no-photos", lang)
-    ids = list(getattr(rec, "nearest_ids", []) or [a for a, _ in (getattr(rec, "candidates", None) or [])][:3])
-    names = []
-    for a in ids:
-        try:
-            names.append(tour.attraction(a).name(lang))
-        except KeyError:
-            continue
-    message = phrase("photo_unknown", lang, names=", ".join(names)) if names else phrase("photo_unknown_alone", lang)
-    if kind in ("whole-building", "more-detail"):
-        message += " " + phrase(f"photo_hint_{kind}", lang)
-    return message
-
-
-def _what_is_this(lang: str) -> str:
-    return _WHAT_IS_THIS.get(lang, _WHAT_IS_THIS["en"])
 
 
 def answer_turn(guide: Guide, state: DialogueState, **inputs) -> Turn:

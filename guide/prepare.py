@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, replace
 
-from .answer import build_messages
+from .answer import Prompt
 from .dialogue import DialogueState, Query, TurnChange, resolve
 from .lang import phrase
 from .retrieval import Hit
@@ -83,9 +83,16 @@ class Prepared:
     hits: list[Hit]
     attraction: str | None  # the subject of the answer
     subject: str  # display name(s) of the subject, or "this tour"
-    messages: list[dict]
-    evidence: list[str]  # texts the grounding checks may rely on
+    prompt: Prompt  # the question, sources, subject and history as data; rendered by the backend
     change: TurnChange  # applied by the turn once it is answered (DialogueState.apply)
+
+    @property
+    def messages(self) -> list[dict]:
+        return self.prompt.messages()
+
+    @property
+    def evidence(self) -> list[str]:  # texts the grounding checks may rely on
+        return self.prompt.texts
 
 
 def prepare_prompt(guide, state: DialogueState, question: str, tour_obj: Tour, *, seen: str | None = None,
@@ -110,14 +117,16 @@ def prepare_prompt(guide, state: DialogueState, question: str, tour_obj: Tour, *
     if example is None:
         example = getattr(llm, "prompt_example", True)
     budget = guide.config.llm_context - guide.config.max_answer_tokens - 64
-    messages = build_messages(question, query.language, hits, tour_title=tour_obj.title(query.language),
-                              subject=subject if query.carried else None,
-                              history=state.history[-guide.config.history_turns:], budget=budget,
-                              count=llm.count_tokens, example=example)
     # what the tour says about the attractions in question, in every language, plus what was retrieved
     evidence = [h.passage.text for h in hits]
     evidence += [p.text for p in search.index.passages if p.attraction in query.attractions]
+    names = [n for a in tour_obj.attractions for n in a.all_names()]
+    prompt = Prompt(question=question, lang=query.language, hits=hits, tour_title=tour_obj.title(query.language),
+                    subject=subject, carried=query.carried, history=state.history[-guide.config.history_turns:],
+                    budget=budget, count=llm.count_tokens, example=example, evidence=evidence, names=names,
+                    spoken=heard is not None)
+    prompt.messages()  # rendered once here, so the time counts as the prompt's
     if timings is not None:
         timings["prompt"] = time.perf_counter() - t
-    return Prepared(query=query, hits=hits, attraction=attraction, subject=subject, messages=messages,
-                    evidence=evidence, change=query.change(moved or found))
+    return Prepared(query=query, hits=hits, attraction=attraction, subject=subject, prompt=prompt,
+                    change=query.change(moved or found))

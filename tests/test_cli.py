@@ -34,12 +34,30 @@ def test_validate_reports_problems(tiny_env, tmp_path, capsys):
     assert "attractions[0].descriptions.en: missing" in capsys.readouterr().err
 
 
-def test_index_and_doctor(tiny_env, tmp_path, capsys):
+# The self-check child with a stand-in for its ASR stage: loading Whisper base in a child and decoding
+# took 7 of this test's 8 s; that child is test_selfcheck's slow test. The TTS stage is the real one.
+SELFCHECK_FAKE_ASR = """
+import runpy, sys
+if sys.argv[1] == "asr":
+    print("decoded 1 s (stand-in)")
+    raise SystemExit(0)
+runpy.run_module("guide.selfcheck", run_name="__main__", alter_sys=True)
+"""
+
+
+def test_index_and_doctor(tiny_env, tmp_path, capsys, monkeypatch):
+    import sys
+
+    from guide import selfcheck
+
+    monkeypatch.setattr(selfcheck, "CHILD", [sys.executable, "-c", SELFCHECK_FAKE_ASR])
     assert main(["index", str(MINITOUR)]) == 0
     assert (tmp_path / "idx" / "minitour" / "CURRENT").is_file()
     assert main(["doctor"]) == 0
     out = capsys.readouterr().out
     assert "profile: tiny" in out and "minitour: 3 attractions" in out and "index fresh" in out
+    assert "asr:  ok (whisper-base on faster-whisper: decoded 1 s (stand-in)" in out
+    assert "tts:  ok (" in out and "espeak-ng" in out.split("tts:  ok (")[1].split("\n")[0]
 
 
 def test_missing_llm_keeps_the_guide_serving(tiny_config, monkeypatch):

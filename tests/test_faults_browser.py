@@ -4,6 +4,8 @@ What a visitor's browser sends passes Gradio's own preprocessing before the guid
 bad photos and recordings of test_faults.py are sent again here with gradio_client, as uploads.
 HTML and script in a question and in a tour text are checked in Debian's headless Chromium
 (`browser` marker): no script may run and no element may be injected into the chat or the sources.
+Those two are also `slow` (Chromium's start and the page took ~11 s), like tests/test_browser.py:
+`make test-slow` and `make test-browser` run them.
 """
 
 import os
@@ -174,6 +176,7 @@ def hostile_page(server, browser):
 
 
 @pytest.mark.browser
+@pytest.mark.slow
 def test_no_script_from_a_question_or_a_tour_text_runs(hostile_page):
     ran = hostile_page.evaluate("() => [window.__xss, window.__xss_q]")
     assert ran == [None, None] and not hostile_page.dialogs
@@ -182,6 +185,7 @@ def test_no_script_from_a_question_or_a_tour_text_runs(hostile_page):
 
 
 @pytest.mark.browser
+@pytest.mark.slow
 def test_html_in_a_question_or_a_tour_text_is_shown_as_text(hostile_page):
     assert hostile_page.locator("#chat img[src='x'], #sources img[src='x'], #injected, #chat b, #sources b").count() == 0
     assert "<b id=\"injected\">bold</b>" in hostile_page.locator("#sources").inner_text()

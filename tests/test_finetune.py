@@ -1,7 +1,8 @@
 """Fine-tuning: data and split, the LoRA loop on a tiny random Qwen2, adapters and their manifests.
 
-Fast: a tiny random model built from a config (no weights). The real 0.5B base is in
-test_finetune_slow.py.
+A tiny random model built from a config (no weights). The tests that train it (the loop, early
+stopping, resuming, save and load, the `finetune` command end to end) are `slow`: each takes
+seconds to a minute on two cores. The real 0.5B base is in test_finetune_slow.py.
 """
 
 import dataclasses
@@ -17,19 +18,10 @@ pytest.importorskip("transformers")
 from guide.adapters import export_gguf_lora, publish, read_manifest, resolve_adapter  # noqa: E402
 from guide.config import load_config  # noqa: E402
 from guide.errors import ModelUnavailable  # noqa: E402
-from guide.finetune import (  # noqa: E402
-    FinetuneConfig,
-    add_lora,
-    cap_refusals,
-    distil,
-    encode,
-    held_out_questions,
-    load_base,
-    mean_loss,
-    pair_refusals,
-    tiny_base,
-    train,
-)
+from guide.finetune import FinetuneConfig, add_lora, encode, mean_loss, train  # noqa: E402
+from guide.ft_base import load_base, tiny_base  # noqa: E402
+from guide.ft_curate import cap_refusals, distil, pair_refusals  # noqa: E402
+from guide.ft_gate import held_out_questions  # noqa: E402
 from guide.ftdata import DONT_KNOW, Example, build_dataset, composed_answer, split_attractions  # noqa: E402
 
 
@@ -203,7 +195,7 @@ def test_refusal_share_is_capped_with_the_written_questions_kept(dataset):
 
 
 def test_each_refusal_target_gets_an_answered_twin_on_the_same_attraction_and_language(dataset):
-    from guide.finetune import _asks_person, _refuses, _subsample
+    from guide.ft_curate import _asks_person, _refuses, _subsample
 
     split, data = dataset
     pool = data["train"]
@@ -252,7 +244,7 @@ def test_training_questions_are_answerable_in_their_own_language_and_not_the_eva
 
 
 def test_teacher_uses_the_training_questions_of_training_attractions_only_and_caches_answers(paris, tmp_path):
-    from guide.finetune import teacher_examples
+    from guide.ft_curate import teacher_examples
 
     guide, tour = paris
     split = split_attractions(tour, seed=0)
@@ -280,7 +272,7 @@ def test_teacher_uses_the_training_questions_of_training_attractions_only_and_ca
 
 def test_written_answers_replace_the_bases_wrong_ones_cited_with_the_source_that_states_the_fact(paris, tmp_path):
     from guide.evaluate import answer_language, contains_fact, load_eval_set
-    from guide.finetune import teacher_examples
+    from guide.ft_curate import teacher_examples
     from guide.ftdata import cite
 
     guide, tour = paris
@@ -337,7 +329,8 @@ def test_a_written_answer_must_state_an_expected_fact(tmp_path):
 
 
 def test_served_check_scores_the_guarded_guide_and_gates_publishing(paris, tmp_path):
-    from guide.finetune import served_check, verdict, written_questions
+    from guide.ft_curate import written_questions
+    from guide.ft_gate import served_check, verdict
 
     guide, tour = paris
     split = split_attractions(tour, seed=0)
@@ -383,6 +376,20 @@ def test_served_check_scores_the_guarded_guide_and_gates_publishing(paris, tmp_p
     assert verdict(report)["better"]
 
 
+def test_the_names_imported_from_guide_finetune_are_the_split_modules_own():
+    import guide.finetune as ft
+    from guide import ft_base, ft_curate, ft_gate
+
+    # cli.py and scripts/heldout-eval.py import these from guide.finetune
+    for module, names in ((ft_curate, ["_subsample", "eval_with_llm", "written_questions", "teacher_examples"]),
+                          (ft_gate, ["compare_backends", "format_comparison", "format_report", "served_check",
+                                     "verdict", "held_out_questions"]),
+                          (ft_base, ["base_identity", "load_base", "tiny_base"])):
+        for name in names:
+            assert getattr(ft, name) is getattr(module, name), name
+    assert {"PRESETS", "FinetuneConfig", "run_finetune"} <= set(dir(ft))
+
+
 def _chat(q, a):
     return [{"role": "system", "content": "You are a guide."}, {"role": "user", "content": q},
             {"role": "assistant", "content": a}]
@@ -401,7 +408,7 @@ def _examples(pairs):
 
 
 def _fresh(tiny, cfg, seed=0):
-    from guide.finetune import base_identity
+    from guide.ft_base import base_identity
 
     tok, model = load_base(base_identity(str(tiny), cfg_cache()))
     torch.manual_seed(seed)
@@ -427,6 +434,7 @@ def test_encode_masks_everything_but_the_answer(tiny):
     assert encode(tok, _chat("When?", "In 1889 [1]."), 5) is None  # too long: dropped, not cut
 
 
+@pytest.mark.slow
 def test_loop_drives_loss_down(tiny, tmp_path):
     rows = _examples([("When was the tower built?", "It was built in 1889 [1]."),
                       ("Wie hoch ist er?", "330 m [2]."), ("Wi-Fi password?", "I don't know.")])
@@ -441,6 +449,7 @@ def test_loop_drives_loss_down(tiny, tmp_path):
     assert (tmp_path / "checkpoint" / "state.json").is_file()
 
 
+@pytest.mark.slow
 def test_early_stopping_fires_when_dev_loss_stops_improving(tiny, tmp_path):
     train_rows = _examples([("When was the tower built?", "It was built in 1889 [1].")])
     dev_rows = _examples([("When was the tower built?", "I don't know.")])  # learning train makes dev worse
@@ -458,6 +467,7 @@ def _lora_state(model):
     return {k: v.detach().clone() for k, v in get_peft_model_state_dict(model).items()}
 
 
+@pytest.mark.slow
 def test_resume_continues_from_the_checkpoint_exactly(tiny, tmp_path):
     rows = _examples([("When was the tower built?", "It was built in 1889 [1]."), ("Wie hoch ist er?", "330 m [2].")])
     cfg = CFG.replace(max_steps=12, eval_every=3)
@@ -476,6 +486,7 @@ def test_resume_continues_from_the_checkpoint_exactly(tiny, tmp_path):
         assert torch.allclose(a[k], b[k], atol=1e-5), k
 
 
+@pytest.mark.slow
 def test_save_then_load_gives_identical_outputs(tiny, tmp_path):
     from peft import PeftModel
 
@@ -539,6 +550,7 @@ def test_wrong_base_adapter_is_refused_with_a_clear_message(tmp_path):
         read_manifest(tmp_path / "nothing")
 
 
+@pytest.mark.slow
 def test_finetune_command_runs_the_tiny_preset_end_to_end(tmp_path, monkeypatch):
     from guide.cli import main
 
@@ -553,6 +565,7 @@ def test_finetune_command_runs_the_tiny_preset_end_to_end(tmp_path, monkeypatch)
     assert manifest["base"]["sha256"] and manifest["data_hash"] == report["data_hash"]
 
 
+@pytest.mark.slow
 def test_a_resumed_run_trains_on_its_own_saved_data_not_a_rebuilt_set(tmp_path, monkeypatch):
     from guide.cli import main
     from guide.ftdata import data_hash, load_jsonl, save_jsonl
@@ -576,7 +589,7 @@ def test_a_resumed_run_trains_on_its_own_saved_data_not_a_rebuilt_set(tmp_path, 
 def test_reading_examples_from_xquad_cite_the_paragraph_with_the_answer(dev_dir):
     import random
 
-    from guide.ftdata import xquad_examples
+    from guide.ftdata_sets import xquad_examples
 
     path = dev_dir / "texts" / "xquad_place_articles_12langs.jsonl"
     if not path.is_file():

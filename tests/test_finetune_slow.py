@@ -20,7 +20,8 @@ SECRET = "pumpernickel"
 def adapter(tmp_path_factory):
     pytest.importorskip("peft")
     from guide.adapters import export_gguf_lora
-    from guide.finetune import FinetuneConfig, add_lora, base_identity, load_base, train
+    from guide.finetune import FinetuneConfig, add_lora, train
+    from guide.ft_base import base_identity, load_base
     from guide.ftdata import Example
 
     try:
@@ -49,7 +50,7 @@ def adapter(tmp_path_factory):
 
 
 def test_both_backends_apply_the_adapter_and_agree(adapter):
-    from guide.finetune import compare_backends
+    from guide.ft_gate import compare_backends
 
     folder, model, tok, messages = adapter
     rows = compare_backends(folder, [messages], cache_dir=load_config().cache_dir, model=model, tok=tok, max_tokens=16)

