@@ -47,7 +47,7 @@ def groups_of(path: Path) -> dict[str, str]:
 def precheck_decisions(guide, tour_id: str, questions, guards=True, *, progress: bool = True) -> list[dict]:
     """For each question, whether the guide declines it before asking the model, and why (no LLM runs:
     the earlier turns of a follow-up are answered by quoting the sources)."""
-    from .answer import Prompt, precheck
+    from .answer import precheck
     from .dialogue import DialogueState
     from .pipeline import answer_turn
     from .prepare import prepare_prompt
@@ -58,10 +58,8 @@ def precheck_decisions(guide, tour_id: str, questions, guards=True, *, progress:
         state = DialogueState(tour=tour.id)
         for earlier in q.history:
             answer_turn(guide, state, text=earlier, tour=tour.id)
-        prepared = prepare_prompt(guide, state, q.question, tour)
-        prompt = Prompt(q.question, prepared.query.language, prepared.hits, subject=prepared.subject,
-                        evidence=prepared.evidence)
-        why = precheck(prompt, guards)
+        prepared = prepare_prompt(guide, state, q.question, tour)  # the served path's Prompt
+        why = precheck(prepared.prompt, guards)
         rows.append({"id": q.id, "lang": q.lang, "type": q.type, "question": q.question, "declined": bool(why),
                      "why": why or ""})
     return rows
