@@ -290,6 +290,7 @@ class AnswerStream:
             if emitted == 0 and (len(raw) < self.HOLD_CHARS or not refusal_decided(raw)):
                 continue
             if emitted == 0 and is_refusal(raw):
+                log.info("the model declined: %r", raw)
                 yield from self._refuse(raw)
                 return
             out = raw[emitted:]
@@ -297,6 +298,7 @@ class AnswerStream:
             yield out
         raw_stripped = raw.strip()
         if not raw_stripped or is_refusal(raw_stripped):
+            log.info("the model declined: %r", raw)
             yield from self._refuse(raw)
             return
         if emitted < len(raw):
@@ -314,6 +316,7 @@ class AnswerStream:
         elif "dump" in self.guards and is_dump(text):
             text = raw = self._quote(self.prompt.asked)
         if is_refusal(text):  # the fallbacks found nothing either ("I don't know."): the guide's own refusal
+            log.info("declined: no answer after the fallback for %r", self.question)
             self.answer = Answer(text=phrase("refusal", self.lang, subject=self.subject), language=self.lang,
                                  refused=True, hits=self.hits, raw=raw)
             return

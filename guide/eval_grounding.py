@@ -65,6 +65,50 @@ def precheck_decisions(guide, tour_id: str, questions, guards=True, *, progress:
     return rows
 
 
+class _Decisions(logging.Handler):
+    """Collects what the answer guards logged (declined, withdrawn, asked again) during one question."""
+
+    def __init__(self):
+        super().__init__(logging.INFO)
+        self.messages: list[str] = []
+
+    def emit(self, record):
+        self.messages.append(record.getMessage())
+
+
+def _recording(answer_turn, log_of: dict[str, list[str]]):
+    """answer_turn, keeping each question's guard decisions in `log_of[question]`."""
+    def wrapped(guide, state, **inputs):
+        handler = _Decisions()
+        logger = logging.getLogger("guide.answer")
+        level = logger.level
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        try:
+            return answer_turn(guide, state, **inputs)
+        finally:
+            logger.removeHandler(handler)
+            logger.setLevel(level)
+            log_of.setdefault(inputs.get("text", ""), []).extend(handler.messages)
+    return wrapped
+
+
+def guard_of(messages: list[str]) -> str:
+    """Which guard decided a question's answer, from its log: the one that declined or replaced it."""
+    for m in messages:
+        if m.startswith("declined: ") and "asks for" in m:
+            return "concepts"
+        if m.startswith("declined: ") and "asks about" in m:
+            return "content"
+        if m.startswith("answer withdrawn, unsupported numbers"):
+            return "numbers"
+        if m.startswith("the model declined"):
+            return "model"
+    if any(m.startswith("answer echoed") for m in messages):
+        return "echo"
+    return ""
+
+
 def _rate(values) -> float | None:
     values = list(values)
     return round(sum(values) / len(values), 2) if values else None
@@ -127,8 +171,19 @@ def main(argv: list[str] | None = None) -> int:
             run = f"pre-check, guards {args.guards}"
             report = {"rows": rows}
         else:
-            report = evaluate_tour(guide, args.tour, questions=questions)
+            from . import evaluate
+
+            log_of: dict[str, list[str]] = {}
+            turn = evaluate.answer_turn
+            evaluate.answer_turn = _recording(turn, log_of)
+            try:
+                report = evaluate_tour(guide, args.tour, questions=questions)
+            finally:
+                evaluate.answer_turn = turn
             rows = report["rows"]
+            for r in rows:
+                r["guard_log"] = log_of.get(r["question"], [])
+                r["decided_by"] = guard_of(r["guard_log"])
             run = f"{guide.llm.name}, guards {args.guards}"
     finally:
         guide.close()
