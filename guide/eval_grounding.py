@@ -147,6 +147,20 @@ def _guards(value: str):
     return {"on": True, "off": False}.get(value, value)
 
 
+def _rescore(path: Path, questions, groups: dict[str, str], tour_id: str) -> int:
+    from .evaluate import rescore
+    from .tours import load_tour
+
+    stored = json.loads(path.read_text(encoding="utf-8"))
+    tour = load_tour(load_config("offline").tours_dir / tour_id)
+    report = rescore({"tour": tour.id, "llm": "", "embedder": "", "rows": stored["rows"]}, tour, questions)
+    tables = {stored["run"]: group_table(report["rows"], groups)}
+    print(format_table(tables))
+    stored.update(rows=report["rows"], tables=tables)
+    path.write_text(json.dumps(stored, indent=1, ensure_ascii=False, default=str), encoding="utf-8")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m guide.eval_grounding", description=__doc__.split("\n\n")[0])
     ap.add_argument("--set", type=Path, default=SET, help="the question set (default: evals/grounding/eval.yaml)")
@@ -155,15 +169,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--precheck", action="store_true", help="only the decisions taken before the model is asked")
     ap.add_argument("--limit", type=int)
     ap.add_argument("--json", type=Path, help="write the rows and tables here")
+    ap.add_argument("--rescore", type=Path, help="score the answers of an earlier --json again with the set as it is now")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     from .llm import ExtractiveLLM
     from .pipeline import Guide
 
-    guards = _guards(args.guards)
-    config = load_config("offline", answer_guards=guards)
     questions = load_eval_set(args.set)[: args.limit] if args.limit else load_eval_set(args.set)
     groups = groups_of(args.set)
+    if args.rescore:
+        return _rescore(args.rescore, questions, groups, args.tour)
+    guards = _guards(args.guards)
+    config = load_config("offline", answer_guards=guards)
     guide = Guide.load(config, tours=[args.tour], llm=ExtractiveLLM() if args.precheck else None, progress=False)
     try:
         if args.precheck:
