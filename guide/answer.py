@@ -334,10 +334,14 @@ class AnswerStream:
     def _quote(self, question: str) -> str:
         """The source sentence that best fits the question, if it shares a word with it beyond the subject's
         name ("Welcome to the Palais Garnier!" does not answer who its guide is); else "I don't know."."""
-        quote = ExtractiveLLM().best_sentence(question, self.hits)
+        titles = [self.subject, self.prompt.tour_title, *(h.passage.title for h in self.hits)]
+        asked = question
+        for title in sorted({t for t in titles if t}, key=len, reverse=True):
+            asked = asked.replace(title, " ")  # the sentence that fits what is asked, not the one naming it
+        quote = ExtractiveLLM().best_sentence(asked, self.hits) or ExtractiveLLM().best_sentence(question, self.hits)
         if not quote:
             return "I don't know."
-        names = set(tokenize(" ".join([self.subject, self.prompt.tour_title, *(h.passage.title for h in self.hits)])))
+        names = set(tokenize(" ".join(titles)))
         shared = {t for t in set(tokenize(question)) & set(tokenize(quote))
                   if t not in names and t not in _QUOTE_STOP and (len(t) > 3 or not t.isascii())}
         return quote if shared else "I don't know."
