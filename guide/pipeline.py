@@ -392,13 +392,12 @@ def _answer(guide: Guide, state: DialogueState, turn: Turn, prepared: Prepared,
         except BaseException as e:  # handed to the turn, which decides
             events.put(("error", e))
 
-    t = time.perf_counter()
     first = None
     failure = None
-    writer = threading.Thread(target=write, name="llm-answer", daemon=True)
-    writer.start()
     if voice is not None and guide.config.spoken_preface and len(prepared.query.attractions) == 1:
-        # the visitor hears that they were understood (the subject's name) while the model reads its prompt
+        # the visitor hears that they were understood (the subject's name) before the model reads its prompt:
+        # said first, it costs the answer a few tens of ms; said beside the model's start, the pre-checks'
+        # Python (the GIL) held it up by 1-2 s on a loaded machine
         name = turn.attraction_name or ""
         turn.preface = name + ("。" if lang in ("zh", "ja") else ".") if name else ""
         if turn.preface:
@@ -408,6 +407,9 @@ def _answer(guide: Guide, state: DialogueState, turn: Turn, prepared: Prepared,
             if turn.preface_speech:
                 timings["preface_audio"] = time.perf_counter() - t_start
                 yield replace(turn, speech=list(turn.speech))
+    t = time.perf_counter()
+    writer = threading.Thread(target=write, name="llm-answer", daemon=True)
+    writer.start()
     try:
         while True:
             kind, value = events.get()
