@@ -325,19 +325,12 @@ class AnswerStream:
         self.answer = Answer(text=text, language=self.lang, refused=False, citations=cited, hits=self.hits, raw=raw)
 
     def _quote(self, question: str) -> str:
-        """The source sentence that best fits what is asked (the subject's name taken out of the question),
-        else the one that best fits the question; "I don't know." when no sentence overlaps at all.
+        """The source sentence that best fits the question, or "I don't know." when none overlaps.
 
-        Tried and not kept: quoting only a sentence that shares a word with the question beyond the
-        subject's name. It declined "Welcome to the Palais Garnier!" for "who is its guide?", but on the
-        Paris set it declined 10 of 92 answerable questions whose echoed answer fell back here (German and
-        Spanish questions about facts written in English share no word with them): facts 0.72 -> 0.66."""
-        titles = [self.subject, self.prompt.tour_title, *(h.passage.title for h in self.hits)]
-        asked = question
-        for title in sorted({t for t in titles if t}, key=len, reverse=True):
-            asked = asked.replace(title, " ")  # the sentence that fits what is asked, not the one naming it
-        quote = ExtractiveLLM().best_sentence(asked, self.hits) or ExtractiveLLM().best_sentence(question, self.hits)
-        return quote or "I don't know."
+        Tried and not kept (Paris eval, docs/GROUNDING.md): quoting only a sentence that shares a word with
+        the question beyond the subject's name (it declined 10 of 92 answerable questions whose echoed
+        answer fell back here), and choosing the sentence with the subject's name taken out of the question."""
+        return ExtractiveLLM().best_sentence(question, self.hits) or "I don't know."
 
     def _refuse(self, raw: str) -> Iterator[str]:
         text = phrase("refusal", self.lang, subject=self.subject)

@@ -132,10 +132,9 @@ def test_guards_switch_on_and_off_by_name():
         assert llm.calls == asked and stream.answer.refused is (guards is not False)  # 12: invented, withdrawn
 
 
-def test_an_answer_echoed_twice_falls_back_to_the_sentence_that_fits_what_is_asked():
-    """Two echoes: the guide quotes the source sentence that fits what is asked (the subject's name taken out
-    of the question), not the one that merely names the subject; it does not decline (a German question about
-    facts written in English shares no other word with them: declining cost the Paris set 10 answers)."""
+def test_an_answer_echoed_twice_falls_back_to_the_sentence_that_fits_the_question():
+    """Two echoes: the guide quotes the source sentence that best fits the question, not the one that merely
+    names the subject, and does not decline (declining there cost the Paris set 10 answers)."""
     hits = [_hit("Notre-Dame de Paris is a cathedral on the Ile de la Cite.", title="Notre-Dame", attraction="nd"),
             _hit("Notre-Dame: construction began in 1163 and ended in 1345.", title="Notre-Dame", attraction="nd")]
     question = "When did the construction of Notre-Dame begin?"
