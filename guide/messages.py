@@ -33,7 +33,7 @@ MESSAGES: dict[str, dict[str, str]] = {
         "ja": "録音が空です。話している間、マイクのボタンを押し続けてください。",
     },
     "audio_silent": {
-        "en": "That file has no sound in it. Please record your question again.",
+        "en": "That recording has no sound in it. Please record your question again.",
         "fr": "Ce fichier ne contient aucun son. Veuillez enregistrer votre question à nouveau.",
         "de": "Diese Datei enthält keinen Ton. Bitte nehmen Sie Ihre Frage noch einmal auf.",
         "es": "Ese archivo no tiene sonido. Por favor, grabe su pregunta de nuevo.",

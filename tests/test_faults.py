@@ -283,7 +283,7 @@ BAD_RECORDINGS = {
     "zero-byte": ("question.wav", lambda: b"", "The recording is empty"),
     "wrong-header": ("question.wav", lambda: b"RIFF\x10\x00\x00\x00WAVEjunk" + bytes(range(256)) * 16,
                      "isn't an audio file I can read"),
-    "photo-named-wav": ("question.wav", lambda: jpeg(), "That file has no sound in it"),
+    "photo-named-wav": ("question.wav", lambda: jpeg(), "That recording has no sound in it"),
     "10-minute-wav": ("question.wav", lambda: wav_bytes(np.zeros(8000 * 600, np.float32), 8000),
                       "That recording is 10 minutes long; please keep your question under 60 seconds."),
     "10-minute-webm-no-duration": ("question.webm", lambda: streamed_webm(600),
