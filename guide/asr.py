@@ -323,9 +323,6 @@ def _load(name: str, *, backend: str = "faster-whisper", cache_dir: str | Path |
     cache_dir = Path(cache_dir) if cache_dir is not None else _default_cache()
     path = Path(name).expanduser()
     is_path = name not in ASR_PACKS and path.exists()  # a registered name wins over a same-named folder
-    if not is_path and name not in ASR_PACKS and _hub_size(name) is None and "/" not in name:
-        raise ValueError(f"unknown ASR model {name!r}; choose one of {', '.join(available_asr())} "
-                         "or give a model folder / checkpoint path")
     if backend == "faster-whisper":
         return _load_faster(name, path if is_path else None, cache_dir, device, compute_type, beam_size, threads)
     return _load_openai(name, path if is_path else None, cache_dir, device, beam_size)

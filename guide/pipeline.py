@@ -207,9 +207,10 @@ class Guide:
 
     def search(self, tour: Tour, text: str, *, k: int | None = None, attractions: list[str] | None = None,
                lang: str | None = None) -> list[Hit]:
-        vector = self.embedder.embed_queries([text])[0]
-        return self.indexes[tour.id].search(text, vector, k=k or self.config.top_k, attractions=attractions,
-                                            lang=lang)
+        """One search outside a turn (the evaluation's retrieval probe); a turn uses its own prepare.Searcher."""
+        from .prepare import Searcher
+
+        return Searcher(self, tour)(text, k=k, attractions=attractions, lang=lang)
 
 
 def _spoken(guide: Guide, text: str, lang: str) -> tuple[list, str | None]:
@@ -266,8 +267,10 @@ def stream_turn(guide: Guide, state: DialogueState, *, text: str | None = None, 
     question = (text or "").strip()
     if not any(c.isalnum() for c in question):  # emoji or punctuation only: nothing to search for
         question = ""
-    if question and not state.language_override and len(question) <= guide.config.max_question_chars:
-        # a typed question says the visitor's language: problems with their photo are told in it
+    if image is not None and question and not state.language_override and \
+            len(question) <= guide.config.max_question_chars:
+        # a typed question beside a photo says the visitor's language: problems with the photo are told in
+        # it (only then: resolve detects the question's language anyway, once per turn is enough otherwise)
         typed = question_language(question, tour_obj, state.language)[0]
         ui_lang = typed if typed in tour_obj.languages else ui_lang
 

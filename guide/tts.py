@@ -312,9 +312,6 @@ def _register() -> None:
 def _load(name: str, *, device: str | None = None, espeak: bool = True,
           cache_dir: str | Path | None = None) -> Voices:
     kind, _, arg = name.partition(":")
-    if name not in TTS_NAMES and kind != "coqui" and not name.endswith(".onnx"):
-        raise ValueError(f"unknown TTS {name!r}; choose one of {', '.join(TTS_NAMES)}, "
-                         "coqui:<model>, or a Piper .onnx path")
     fallback = None
     if espeak or name == "espeak-ng":
         try:
