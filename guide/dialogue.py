@@ -106,6 +106,9 @@ class Query:
 _PATTERNS: dict[tuple[str, str], list[tuple[re.Pattern, bool, str]]] = {}
 
 
+_CJK = re.compile(r"[\u3040-\u30ff\u3400-\u9fff\uac00-\ud7af]")
+
+
 def _alias_patterns(tour: Tour) -> list[tuple[re.Pattern, bool, str]]:
     key = (tour.id, tour.content_hash)
     if key in _PATTERNS:
@@ -116,7 +119,7 @@ def _alias_patterns(tour: Tour) -> list[tuple[re.Pattern, bool, str]]:
             folded = fold(alias)
             if not folded:
                 continue
-            cjk = bool(re.search(r"[\u3040-\u30ff\u3400-\u9fff\uac00-\ud7af]", folded))
+            cjk = bool(_CJK.search(folded))
             # Latin names may carry a short inflection ("Eiffelturms", "Louvres"); CJK names match anywhere
             pattern = re.escape(folded) if cjk else r"\b" + re.escape(folded) + r"\w{0,2}\b"
             entries.append((len(folded), re.compile(pattern), cjk, a.id))
@@ -155,20 +158,56 @@ def strip_names(text: str, tour: Tour) -> str:
 
 
 def _near_misses(folded: str, tour: Tour, cutoff: float = 0.8) -> list[tuple[int, str]]:
-    """Names misheard or misspelt ("Eiferturm", "Eifeltum"): one-word names of 7+ letters, fuzzily."""
+    """Names misheard or misspelt: "Eiferturm", "Eifeltum", Whisper's "la Torre y Fel" for "la Torre
+    Eiffel". A Latin-script name of 7+ letters (spaces not counted) is compared, fuzzily, with each run
+    of the text's words that has about as many words (one fewer to one more), spaces removed, and
+    neither starts nor ends with a word under 3 letters; the best matches that do not overlap win."""
     import difflib
 
-    names = {}
+    names: dict[int, dict[str, str]] = {}  # words in the name -> {name without spaces: attraction}
     for a in tour.attractions:
         for alias in a.all_names():
             f = fold(alias)
-            if " " not in f and len(f) >= 7 and f.isascii():
-                names.setdefault(f, a.id)
+            if f.isascii() and len(f.replace(" ", "")) >= 7:
+                names.setdefault(f.count(" ") + 1, {}).setdefault(f.replace(" ", ""), a.id)
+    words = [(m.start(), m.group()) for m in re.finditer(r"\w+", folded)]
+    candidates = []  # (score, first word, words covered, attraction)
+    for n_name, table in names.items():
+        for size in range(max(1, n_name - 1), n_name + 2):
+            for i in range(len(words) - size + 1):
+                if size > 1 and min(len(words[i][1]), len(words[i + size - 1][1])) < 3:
+                    continue
+                run = "".join(w for _, w in words[i : i + size])
+                if len(run) < 6:
+                    continue
+                for close in difflib.get_close_matches(run, list(table), n=1, cutoff=cutoff):
+                    candidates.append((difflib.SequenceMatcher(None, run, close).ratio(), i, size, table[close]))
+    taken: set[int] = set()
     found = []
-    for m in re.finditer(r"\w{6,}", folded):
-        close = difflib.get_close_matches(m.group(), list(names), n=1, cutoff=cutoff)
-        if close:
-            found.append((m.start(), names[close[0]]))
+    for _, i, size, aid in sorted(candidates, key=lambda c: (-c[0], c[1])):
+        span = set(range(i, i + size))
+        if not span & taken:
+            taken |= span
+            found.append((words[i][0], aid))
+    return found or _cjk_near_misses(folded, tour)
+
+
+def _cjk_near_misses(folded: str, tour: Tour, cutoff: float = 0.75) -> list[tuple[int, str]]:
+    """CJK names of 4+ characters with a character or two misheard ("ノートルダム大制度" for
+    "ノートルダム大聖堂"): each stretch of the text as long as the name, compared fuzzily."""
+    import difflib
+
+    found = []
+    for a in tour.attractions:
+        for alias in a.all_names():
+            name = fold(alias).replace(" ", "")
+            if len(name) < 4 or not _CJK.search(name):
+                continue
+            best = max(((difflib.SequenceMatcher(None, folded[i : i + len(name)], name).ratio(), i)
+                        for i in range(max(1, len(folded) - len(name) + 1))), default=(0.0, 0))
+            if best[0] >= cutoff:
+                found.append((best[1], a.id))
+                break
     return found
 
 

@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pytest
 
 from guide.dialogue import DialogueState, find_attractions, resolve
@@ -27,6 +29,18 @@ def test_names_in_any_language_and_inflection(tour):
     assert find_attractions("Eine Frage zum Eiferturm in Paris", tour) == ["eiffel-tower"]
     assert find_attractions("Wann wurde der Eifeltum gebaut?", tour) == ["eiffel-tower"]
     assert find_attractions("Was ist ein Eichhörnchen?", tour) == []
+
+
+def test_names_of_several_words_misheard():
+    """Whisper splits and merges the words of a name ("la Torre y Fel" for "la Torre Eiffel")."""
+    paris = load_tour(Path(__file__).parent.parent / "tours" / "paris")
+    assert find_attractions("Tengo una pregunta sobre la Torre y Fel de París.", paris) == ["eiffel-tower"]
+    assert find_attractions("Quelle est la hauteur de la tour Montparnas ?", paris) == ["tour-montparnasse"]
+    assert find_attractions("Tell me about the Arc de Triomf and Notre Dam", paris) == ["arc-de-triomphe", "notre-dame"]
+    assert find_attractions("こんにちはノートルダム大制度について質問があります", paris) == ["notre-dame"]
+    for other in ("Tell me about the tower of London", "トイレはどこですか", "附近有好吃的餐厅吗？", "Where is the nearest restaurant?",
+                  "Quel est le prix du billet pour le musée ?", "What time does the metro close?"):
+        assert find_attractions(other, paris) == [], other
 
 
 @pytest.mark.parametrize(
