@@ -13,6 +13,7 @@ from .grounding import guard_set, is_echo, is_refusal, refusal_decided, unsuppor
 from .lang import fold
 from .retrieval import Hit
 from .tts import clean_for_speech, split_sentences
+from .tts_text import split_clauses
 
 __all__ = ["SpeechStream"]
 
@@ -149,8 +150,9 @@ class SpeechStream:
                 epoch, sentence, speech, seconds, error, at = self._done.get(block=wait and not new)
             except queue.Empty:
                 break
-            self._pending -= 1
             self.tts_s += seconds
+            if sentence is not None:  # the sentence's last clause (or none to say)
+                self._pending -= 1
             if epoch != self._epoch or self.error is not None:
                 continue  # a sentence of an answer that changed, or after the voice failed
             if error is not None:
@@ -162,8 +164,9 @@ class SpeechStream:
                 continue
             if self.first_audio_at is None:
                 self.first_audio_at, self.first_tts_s = at, seconds
-            self.spoken.append(sentence)
-            if len(speech.samples):
+            if sentence is not None:
+                self.spoken.append(sentence)
+            if speech is not None and len(speech.samples):
                 self.speech.append(speech)
                 new.append(speech)
         return new
@@ -175,18 +178,25 @@ class SpeechStream:
         self._todo.put(None)
 
     def _work(self) -> None:
+        # a sentence is said clause by clause (tts_text.split_clauses): its first clause can be heard while
+        # the voice makes the next; `take` counts the sentence as spoken with its last clause
         while (item := self._todo.get()) is not None:
             epoch, sentence = item
             if epoch != self._epoch:
                 self._done.put((epoch, sentence, None, 0.0, None, 0.0))
                 continue
-            t = time.perf_counter()
-            speech = error = None
-            try:
-                speech = self.tts.synthesize(sentence, self.lang)
-            except Exception as e:  # handed to the turn: the answer stays on screen, silent
-                error = e
-            done = time.perf_counter()
-            self._done.put((epoch, sentence, speech, done - t, error, done))
-            if self.notify is not None:
-                self.notify()
+            clauses = split_clauses(sentence)
+            for i, clause in enumerate(clauses):
+                t = time.perf_counter()
+                speech = error = None
+                try:
+                    speech = self.tts.synthesize(clause, self.lang)
+                except Exception as e:  # handed to the turn: the answer stays on screen, silent
+                    error = e
+                done = time.perf_counter()
+                last = i == len(clauses) - 1 or error is not None or epoch != self._epoch
+                self._done.put((epoch, sentence if last else None, speech, done - t, error, done))
+                if self.notify is not None:
+                    self.notify()
+                if last:
+                    break

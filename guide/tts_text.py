@@ -1,13 +1,13 @@
 """Text as a voice should speak it: markdown, citations and URLs taken out (clean_for_speech), units,
 currency, ranges and abbreviations written out per language, CJK punctuation for voices that do not
-pause at it (normalize_for_speech), and sentences cut for speaking one at a time (split_sentences).
+pause at it (normalize_for_speech), and sentences cut for speaking one at a time (split_sentences), and in clauses (split_clauses).
 """
 
 from __future__ import annotations
 
 import re
 
-__all__ = ["clean_for_speech", "normalize_for_speech", "split_sentences"]
+__all__ = ["clean_for_speech", "normalize_for_speech", "split_sentences", "split_clauses"]
 
 
 def _base(lang: str) -> str:
@@ -162,6 +162,24 @@ def split_sentences(text: str, *, max_chars: int = 300) -> list[str]:
             continue
         sentences.extend(_cut_long(piece, max_chars))
     return sentences
+
+
+_CLAUSE_END = re.compile(r"[,;:](?=\s)|[，、；：]")
+
+
+def split_clauses(sentence: str, *, min_chars: int = 24, min_cjk: int = 8) -> list[str]:
+    """A sentence in the clauses a voice can say one after another, cut after a comma, semicolon or
+    colon (", " but never "1,5") where both sides keep at least `min_chars` characters (`min_cjk` for
+    CJK text): the first clause's audio is ready sooner than the whole sentence's, which matters for
+    a voice that takes about half the audio's duration to make it (Kokoro on two cores)."""
+    least = min_cjk if re.search(f"[{_CJK_CHARS}]", sentence) else min_chars
+    pieces, start = [], 0
+    for m in _CLAUSE_END.finditer(sentence):
+        if m.end() - start >= least and len(sentence) - m.end() >= least:
+            pieces.append(sentence[start:m.end()].strip())
+            start = m.end()
+    pieces.append(sentence[start:].strip())
+    return [p for p in pieces if p]
 
 
 def _cut_long(sentence: str, max_chars: int) -> list[str]:

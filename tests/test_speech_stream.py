@@ -15,6 +15,7 @@ from guide.lang import LANGUAGES, phrase
 from guide.pipeline import answer_turn, stream_turn
 from guide.speech_stream import SpeechStream
 from guide.tts import Speech, clean_for_speech, split_sentences
+from guide.tts_text import split_clauses
 
 QUESTION = "Tell me about the Eiffel Tower."
 FIRST = "The Eiffel Tower is a wrought-iron lattice tower on the Champ de Mars [1]. "
@@ -47,6 +48,11 @@ class ScriptedLLM:
 
     def count_tokens(self, text: str) -> int:
         return max(1, len(text) // 3)
+
+
+def said_aloud(text: str) -> list[str]:
+    """What a voice is given for an answer: its sentences, clause by clause (SpeechStream)."""
+    return [c for s in split_sentences(clean_for_speech(text)) for c in split_clauses(s)]
 
 
 class FakeVoices:
@@ -114,7 +120,7 @@ def test_first_sentence_is_heard_before_the_answer_is_finished(tiny_guide):
     last = turns[-1]
     assert last.done and last.answer == (FIRST + SECOND).strip()
     # what is heard is exactly what is shown, once, in order, without the [1] markers
-    assert voices.said == split_sentences(clean_for_speech(last.answer)) and not last.speech_replaced
+    assert voices.said == said_aloud(last.answer) and not last.speech_replaced
     assert "[1]" not in " ".join(voices.said) and len(last.speech) == 2
     t = last.timings
     assert 0 < t["first_token"] <= t["first_sentence"] <= t["llm"]
@@ -142,7 +148,7 @@ def test_a_refusal_found_late_is_not_spoken_before_it(tiny_guide):
                       patience=1.0)
     last = listen(tiny_guide, text="Erzähl mir vom Eiffelturm.")[-1]
     assert last.refused and last.answer.startswith("Das tut mir leid") and llm.waited == {3: False}
-    assert voices.said == split_sentences(clean_for_speech(last.answer))  # only the guide's own refusal
+    assert voices.said == said_aloud(last.answer)  # only the guide's own refusal
     assert not last.speech_replaced
 
 
@@ -157,7 +163,7 @@ def test_a_polite_opening_is_spoken_once_its_sentence_shows_an_answer(tiny_guide
     last = listen(tiny_guide, text=QUESTION)[-1]
     assert not last.refused and last.answer == (opening + SECOND).strip()
     assert llm.waited == {3: True}  # the first sentence was heard before the model finished the second
-    assert voices.said == split_sentences(clean_for_speech(last.answer)) and not last.speech_replaced
+    assert voices.said == said_aloud(last.answer) and not last.speech_replaced
 
 
 def test_an_answer_with_an_invented_number_is_not_spoken_on(tiny_guide, caplog):
@@ -171,11 +177,40 @@ def test_an_answer_with_an_invented_number_is_not_spoken_on(tiny_guide, caplog):
     last = listen(tiny_guide, gate=heard, text=QUESTION)[-1]
     assert llm.waited == {2: True, 4: False} and last.refused and "1710" not in last.answer
     assert not any("1710" in s or "Come early" in s for s in voices.said)  # never spoken
-    refusal = split_sentences(clean_for_speech(last.answer))
+    refusal = said_aloud(last.answer)
     assert voices.said[0] == clean_for_speech(FIRST) and voices.said[1:] == refusal
     # the first sentence was already heard: the answer's speech restarts with what the visitor reads
     assert last.speech_replaced and len(last.speech) == len(refusal)
     assert "changed after it was partly spoken" in caplog.text
+
+
+def test_a_long_sentence_is_heard_clause_by_clause():
+    """The first clause's audio is taken while the voice still makes the second; the sentence counts
+    as spoken once its last clause is."""
+    release = threading.Event()
+
+    class SlowSecond(FakeVoices):
+        def synthesize(self, text, lang):
+            if self.said:  # the second clause waits until the first has been taken
+                assert release.wait(5)
+            return super().synthesize(text, lang)
+
+    voices = SlowSecond()
+    long = "The tower was built for the World's Fair of 1889, and it stayed the tallest structure until 1930."
+    stream = SpeechStream(voices, "en", question=QUESTION, guards=False)
+    try:
+        stream.finish(long)
+        first = stream.take(wait=True)
+        assert len(first) == 1 and stream.spoken == [] and stream.pending == 1
+        release.set()
+        rest = []
+        while stream.pending:
+            rest += stream.take(wait=True)
+    finally:
+        stream.close()
+    assert voices.said == ["The tower was built for the World's Fair of 1889,",
+                           "and it stayed the tallest structure until 1930."]
+    assert len(rest) == 1 and stream.spoken == [long] and stream.first_audio_at is not None
 
 
 def test_speech_of_an_unchanged_answer_is_not_replaced():
@@ -249,7 +284,7 @@ def test_an_unsure_transcript_is_not_answered_but_repeated_back_in_the_visitors_
     assert turn.done and llm.calls == calls and not turn.passages  # not answered
     assert turn.answer == turn.notice == phrase("heard_unsure", "de", heard="Wie fach ist der Eifelwurm")
     assert turn.language == "de" and len(state.history) == 2  # the conversation is as it was
-    assert voices.said and voices.said == split_sentences(clean_for_speech(turn.answer))  # said aloud too
+    assert voices.said and voices.said == said_aloud(turn.answer)  # said aloud too
     assert "first_audio" in turn.timings
 
 
@@ -311,7 +346,7 @@ def test_a_model_that_dies_mid_answer_ends_the_turn_cleanly(tiny_guide):
     assert last.done and sum(t.done for t in turns) == 1
     assert last.answer == last.notice == phrase("llm_failed", "de") and not last.citations
     assert (list(state.history), state.attraction, state.language, state.tour) == before  # not corrupted
-    assert voices.said[-1:] == split_sentences(clean_for_speech(last.answer))  # the message is spoken too
+    assert voices.said[-len(said_aloud(last.answer)):] == said_aloud(last.answer)  # the message is spoken too
     scripted(tiny_guide, ["Er wurde von der Firma von Gustave Eiffel gebaut [1]."])
     again = answer_turn(tiny_guide, state, text="Wer hat ihn gebaut?", tour="minitour")
     assert "Gustave Eiffel" in again.answer and len(state.history) == 4  # the next turn carries on

@@ -225,3 +225,14 @@ def test_round_trip_report(ears):
     for r in rows:  # espeak-ng German and Spanish are intelligible to Whisper base; its French is not
         assert r["lang_id"] == 1.0 and r["cer"] < 0.25 and r["tts_rtf"] < 0.5, r
     assert "| de | espeak-ng:de |" in format_table(rows)
+
+
+def test_split_clauses():
+    from guide.tts_text import split_clauses
+
+    assert split_clauses("Napoléon commande l'arc en 1806, après sa victoire d'Austerlitz, mais il n'est achevé "
+                         "qu'en 1836.") == ["Napoléon commande l'arc en 1806,", "après sa victoire d'Austerlitz,",
+                                            "mais il n'est achevé qu'en 1836."]
+    assert split_clauses("卢浮宫的玻璃金字塔是贝聿铭设计的，一九八九年落成。") == ["卢浮宫的玻璃金字塔是贝聿铭设计的，", "一九八九年落成。"]
+    assert split_clauses("It is 1,5 km long and 30 m wide, more or less.") == ["It is 1,5 km long and 30 m wide, more or less."]
+    assert split_clauses("Yes, it is.") == ["Yes, it is."]  # too short to cut
