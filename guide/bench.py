@@ -107,11 +107,15 @@ def bench_llm(config: GuideConfig, *, runs: int = 3) -> str:
                                              "answer tokens", "tokens/s"], rows)
 
 
-# ~5 s spoken questions about the default tour, in the voices the guide itself speaks with
+# ~5 s spoken questions about the default tour in each of its languages and about several of its
+# attractions, in the voices the guide itself speaks with (each language's best installed voice)
 SPOKEN_QUESTIONS: dict[str, str] = {
     "en": "Good morning. I have a question about the Eiffel Tower in Paris. How tall is the tower?",
     "de": "Guten Tag, ich habe eine Frage zum Eiffelturm in Paris. Wie hoch ist der Turm?",
     "es": "Buenos días. Tengo una pregunta sobre la torre Eiffel de París. ¿Cuánto mide la torre?",
+    "fr": "Bonjour. J'ai une question sur l'Arc de Triomphe. Qui est enterré sous l'arc ?",
+    "zh": "你好，我想问一下卢浮宫的玻璃金字塔。它是谁设计的？",
+    "ja": "こんにちは。ノートルダム大聖堂について質問があります。いつ再開しましたか？",
 }
 # (label, how to read it from a turn's timings and the LLM's own first token), in the order they happen
 FIRST_AUDIO_STAGES = ("decode", "ASR", "retrieval", "prompt", "first token", "first sentence", "TTS", "other",
