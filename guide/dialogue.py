@@ -149,9 +149,11 @@ def find_attractions(text: str, tour: Tour) -> list[str]:
     return ordered
 
 
-def strip_names(text: str, tour: Tour) -> str:
-    """The text without the tour's attraction names, which say little about the visitor's language."""
-    names = sorted({n for a in tour.attractions for n in a.all_names()}, key=len, reverse=True)
+def strip_names(text: str, tour: Tour, only: list[str] | None = None) -> str:
+    """The text without the tour's attraction names (any language; `only`: those attractions'), which
+    say little about the visitor's language, or, within one attraction, about what is asked."""
+    chosen = tour.attractions if only is None else [tour.attraction(a) for a in only]
+    names = sorted({n for a in chosen for n in a.all_names() if n}, key=len, reverse=True)
     for name in names:
         text = re.sub(re.escape(name), " ", text, flags=re.IGNORECASE)
     return text

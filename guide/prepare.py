@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass, replace
 
 from .answer import Prompt
-from .dialogue import DialogueState, Query, TurnChange, resolve
+from .dialogue import DialogueState, Query, TurnChange, resolve, strip_names
 from .lang import phrase
 from .retrieval import Hit
 from .tours import Tour
@@ -40,8 +40,14 @@ class Searcher:
 
     def __call__(self, text: str, *, k: int | None = None, attractions: list[str] | None = None,
                  lang: str | None = None) -> list[Hit]:
+        # Within one attraction its names say nothing (every passage of it holds them), and BM25 then
+        # favours the short passages that repeat the name (a coordinates card for "ノートルダム大聖堂は
+        # いつ再開しましたか？"): BM25 ranks by the rest of the question, the dense search by all of it.
+        # Evidence@4 on the Paris eval questions 0.957 -> 0.989, the training questions 0.957 -> 0.993.
+        lexical = strip_names(text, self.tour, attractions) if attractions and len(attractions) == 1 else None
         return self.index.search(text, self.vector(text), k=k or self.guide.config.top_k, attractions=attractions,
-                                 lang=lang)
+                                 lang=lang, lexical_query=lexical)
+
 
 
 def retrieve(search: Searcher, query: Query) -> tuple[list[Hit], str | None]:

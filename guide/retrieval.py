@@ -286,11 +286,13 @@ class HybridIndex:
         return cls(passages, vectors, dense, bm25, manifest)
 
     def search(self, query: str, query_vector: np.ndarray, *, k: int = 5, attractions: list[str] | None = None,
-               lang: str | None = None, depth: int = 50) -> list[Hit]:
+               lang: str | None = None, depth: int = 50, lexical_query: str | None = None) -> list[Hit]:
         """Top-k distinct passages for a query, fused from dense and BM25 ranks.
 
         The same paragraph in several languages counts once; the visitor's `lang` version is returned
         where the tour has one. `attractions` restricts the search to those attraction ids.
+        `lexical_query`: the words BM25 ranks by, when not the whole query (prepare.Searcher leaves out
+        the names of the attractions searched, which every one of their passages holds).
         """
         import faiss
 
@@ -312,7 +314,7 @@ class HybridIndex:
         sims, ids = self.dense.search(qv, depth, params=params) if params else self.dense.search(qv, depth)
         dense_rank = [int(i) for i in ids[0] if i >= 0]
         dense_sim = {int(i): float(s) for i, s in zip(ids[0], sims[0]) if i >= 0}
-        lexical = self.bm25.scores(query)
+        lexical = self.bm25.scores(query if lexical_query is None else lexical_query)
         if allowed is not None:
             mask = np.full(n, -1.0, dtype=np.float32)
             mask[allowed] = lexical[allowed]
