@@ -6,6 +6,7 @@ import logging
 import queue
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -65,6 +66,26 @@ class Guide:
         self._locks = {"asr": threading.Lock(), "tts": threading.Lock(), "vision": threading.Lock()}
         self._asr = self._tts = None
         self._recognizers: dict[str, object] = {}
+        # the audio of the guide's own short phrases (a place's name said first, "I could not hear you"):
+        # a few hundred of them in all, each made once (Kokoro takes 0.3-1 s for a name on two cores)
+        self._phrases: OrderedDict[tuple[str, str], list] = OrderedDict()
+        self._phrases_lock = threading.Lock()
+
+    PHRASES_KEPT = 256  # phrases whose audio is kept, the most recently said
+
+    def phrase_speech(self, text: str, lang: str) -> list:
+        """The speech of one of the guide's own short phrases, made once and then reused."""
+        key = (text, lang)
+        with self._phrases_lock:
+            if key in self._phrases:
+                self._phrases.move_to_end(key)
+                return list(self._phrases[key])
+        speech = list(self.tts.stream(text, lang))
+        with self._phrases_lock:
+            self._phrases[key] = speech
+            while len(self._phrases) > self.PHRASES_KEPT:
+                self._phrases.popitem(last=False)
+        return list(speech)
 
     @classmethod
     def load(cls, config: GuideConfig | None = None, *, tours: list[str] | None = None, llm=None,
@@ -183,6 +204,14 @@ class Guide:
                     self.recognizer(tour)
                 except Exception:  # noqa: BLE001 - the visitor who shows a photo is told
                     log.warning("photo recognition not warmed for %s", tour.id, exc_info=True)
+            if self.config.spoken_preface:  # last: every place's name, said at once when a visitor asks
+                for tour in self.tours.values():
+                    for lang in tour.languages:
+                        for a in tour.attractions:
+                            try:
+                                self.phrase_speech(preface_text(a.name(lang), lang), lang)
+                            except Exception:  # noqa: BLE001 - said (or reported) when a visitor asks
+                                break
 
         thread = threading.Thread(target=load, name="guide-warm", daemon=True)
         thread.start()
@@ -213,10 +242,15 @@ class Guide:
         return Searcher(self, tour)(text, k=k, attractions=attractions, lang=lang)
 
 
+def preface_text(name: str | None, lang: str) -> str:
+    """What is said first of an answer about one place: its name, as a sentence ("Eiffelturm.")."""
+    return name + ("。" if lang in ("zh", "ja") else ".") if name else ""
+
+
 def _spoken(guide: Guide, text: str, lang: str) -> tuple[list, str | None]:
     """Speech of a short message from the guide itself, and a notice if it could not be spoken."""
     try:
-        return list(guide.tts.stream(text, lang)), None
+        return guide.phrase_speech(text, lang), None
     except GuideError as e:
         log.warning("no speech for %r: %s", text, e)
         return [], e.visitor(lang)
@@ -401,8 +435,7 @@ def _answer(guide: Guide, state: DialogueState, turn: Turn, prepared: Prepared,
         # the visitor hears that they were understood (the subject's name) before the model reads its prompt:
         # said first, it costs the answer a few tens of ms; said beside the model's start, the pre-checks'
         # Python (the GIL) held it up by 1-2 s on a loaded machine
-        name = turn.attraction_name or ""
-        turn.preface = name + ("。" if lang in ("zh", "ja") else ".") if name else ""
+        turn.preface = preface_text(turn.attraction_name, lang)
         if turn.preface:
             t_preface = time.perf_counter()
             turn.preface_speech, _ = _spoken(guide, turn.preface, lang)

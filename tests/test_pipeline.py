@@ -289,6 +289,18 @@ def test_a_spoken_answer_first_says_its_subject_while_the_answer_is_written(tiny
     assert not quiet.preface_speech and quiet.speech
 
 
+def test_the_guides_own_phrases_are_synthesised_once(tiny_guide, monkeypatch):
+    """A place's name said first is made once, then reused for every visitor who asks about it."""
+    made = []
+    synthesize = tiny_guide.tts.synthesize
+    monkeypatch.setattr(tiny_guide.tts, "synthesize", lambda text, lang: made.append(text) or synthesize(text, lang))
+    first = tiny_guide.phrase_speech("Eiffel Tower.", "en")
+    again = tiny_guide.phrase_speech("Eiffel Tower.", "en")
+    assert made == ["Eiffel Tower."] and first and again == first and again is not first
+    tiny_guide.phrase_speech("Eiffelturm.", "de")
+    assert made == ["Eiffel Tower.", "Eiffelturm."]
+
+
 def test_a_damaged_photo_is_told_in_the_language_of_the_typed_question(tiny_guide):
     """A German question with a damaged photo: the photo problem in German, and the question still answered."""
     turn = answer_turn(tiny_guide, DialogueState(), text="Wann wurde der Eiffelturm gebaut?",
