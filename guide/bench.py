@@ -158,8 +158,9 @@ def bench_first_audio(config: GuideConfig, *, turns: int = 12, guide=None, progr
     to the first words heard (the spoken preface, when `config.spoken_preface`).
 
     The questions are synthesised with the guide's own voices, written as WAV files and asked as
-    recordings (so decoding counts), each turn a new visitor; one warm-up turn first (models load,
-    llama.cpp caches the system prompt). Median and p95 over `turns` turns.
+    recordings (so decoding counts), each turn a new visitor; the guide warmed as the app warms it at
+    start-up (`Guide.warm`), then one warm-up turn (llama.cpp caches the system prompt). Median and p95
+    over `turns` turns.
     """
     import tempfile
     from pathlib import Path
@@ -168,7 +169,9 @@ def bench_first_audio(config: GuideConfig, *, turns: int = 12, guide=None, progr
     from .pipeline import Guide, stream_turn
     from .tts import write_wav
 
-    guide = guide or Guide.load(config, tours=[config.default_tour], progress=False)
+    if guide is None:  # as the app is once started: models loaded, voices checked, place names said once
+        guide = Guide.load(config, tours=[config.default_tour], progress=False)
+        guide.warm().join()
     tour = guide.tour(config.default_tour)
     timed = _TimedLLM(guide.llm)
     guide.llm = timed
