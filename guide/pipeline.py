@@ -67,7 +67,9 @@ class Guide:
         self._asr = self._tts = None
         self._recognizers: dict[str, object] = {}
         # the audio of the guide's own short phrases (a place's name said first, "I could not hear you"):
-        # a few hundred of them in all, each made once (Kokoro takes 0.3-1 s for a name on two cores)
+        # a few hundred of them in all, each made once, when first said (Kokoro takes 0.3-1.4 s for a name
+        # on two cores). Not all at start-up: ~130 names took the first minute's two cores (a first
+        # visitor's first token came after 35 s, and the kiosk's own browser stalled)
         self._phrases: OrderedDict[tuple[str, str], list] = OrderedDict()
         self._phrases_lock = threading.Lock()
 
@@ -204,14 +206,6 @@ class Guide:
                     self.recognizer(tour)
                 except Exception:  # noqa: BLE001 - the visitor who shows a photo is told
                     log.warning("photo recognition not warmed for %s", tour.id, exc_info=True)
-            if self.config.spoken_preface:  # last: every place's name, said at once when a visitor asks
-                for tour in self.tours.values():
-                    for lang in tour.languages:
-                        for a in tour.attractions:
-                            try:
-                                self.phrase_speech(preface_text(a.name(lang), lang), lang)
-                            except Exception:  # noqa: BLE001 - said (or reported) when a visitor asks
-                                break
 
         thread = threading.Thread(target=load, name="guide-warm", daemon=True)
         thread.start()
