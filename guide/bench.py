@@ -169,7 +169,7 @@ def bench_first_audio(config: GuideConfig, *, turns: int = 12, guide=None, progr
     from .pipeline import Guide, stream_turn
     from .tts import write_wav
 
-    if guide is None:  # as the app is once started: models loaded, voices checked, place names said once
+    if guide is None:  # as the app is once started: models loaded, voices and photo recognizers warmed
         guide = Guide.load(config, tours=[config.default_tour], progress=False)
         guide.warm().join()
     tour = guide.tour(config.default_tour)

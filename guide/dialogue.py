@@ -166,12 +166,7 @@ def _near_misses(folded: str, tour: Tour, cutoff: float = 0.8) -> list[tuple[int
     neither starts nor ends with a word under 3 letters; the best matches that do not overlap win."""
     import difflib
 
-    names: dict[int, dict[str, str]] = {}  # words in the name -> {name without spaces: attraction}
-    for a in tour.attractions:
-        for alias in a.all_names():
-            f = fold(alias)
-            if f.isascii() and len(f.replace(" ", "")) >= 7:
-                names.setdefault(f.count(" ") + 1, {}).setdefault(f.replace(" ", ""), a.id)
+    names, _ = _fuzzy_names(tour)
     words = [(m.start(), m.group()) for m in re.finditer(r"\w+", folded)]
     candidates = []  # (score, first word, words covered, attraction)
     for n_name, table in names.items():
@@ -191,7 +186,7 @@ def _near_misses(folded: str, tour: Tour, cutoff: float = 0.8) -> list[tuple[int
         if not span & taken:
             taken |= span
             found.append((words[i][0], aid))
-    return found or _cjk_near_misses(folded, tour)
+    return found or (_cjk_near_misses(folded, tour) if _CJK.search(folded) else [])
 
 
 def _cjk_near_misses(folded: str, tour: Tour, cutoff: float = 0.75) -> list[tuple[int, str]]:
@@ -199,18 +194,38 @@ def _cjk_near_misses(folded: str, tour: Tour, cutoff: float = 0.75) -> list[tupl
     "ノートルダム大聖堂"): each stretch of the text as long as the name, compared fuzzily."""
     import difflib
 
-    found = []
-    for a in tour.attractions:
-        for alias in a.all_names():
-            name = fold(alias).replace(" ", "")
-            if len(name) < 4 or not _CJK.search(name):
-                continue
-            best = max(((difflib.SequenceMatcher(None, folded[i : i + len(name)], name).ratio(), i)
-                        for i in range(max(1, len(folded) - len(name) + 1))), default=(0.0, 0))
-            if best[0] >= cutoff:
-                found.append((best[1], a.id))
-                break
+    found, done = [], set()
+    for name, aid in _fuzzy_names(tour)[1]:
+        if aid in done:
+            continue
+        best = max(((difflib.SequenceMatcher(None, folded[i : i + len(name)], name).ratio(), i)
+                    for i in range(max(1, len(folded) - len(name) + 1))), default=(0.0, 0))
+        if best[0] >= cutoff:
+            found.append((best[1], aid))
+            done.add(aid)
     return found
+
+
+_FUZZY: dict[tuple[str, str], tuple[dict[int, dict[str, str]], list[tuple[str, str]]]] = {}
+
+
+def _fuzzy_names(tour: Tour) -> tuple[dict[int, dict[str, str]], list[tuple[str, str]]]:
+    """The names near misses are compared with, made once per tour version: Latin-script names of 7+
+    letters by their number of words ({words: {name without spaces: attraction}}), and CJK names of
+    4+ characters ([(name, attraction)])."""
+    key = (tour.id, tour.content_hash)
+    if key not in _FUZZY:
+        latin: dict[int, dict[str, str]] = {}
+        cjk: list[tuple[str, str]] = []
+        for a in tour.attractions:
+            for alias in a.all_names():
+                f = fold(alias)
+                if f.isascii() and len(f.replace(" ", "")) >= 7:
+                    latin.setdefault(f.count(" ") + 1, {}).setdefault(f.replace(" ", ""), a.id)
+                elif len(f.replace(" ", "")) >= 4 and _CJK.search(f):
+                    cjk.append((f.replace(" ", ""), a.id))
+        _FUZZY[key] = (latin, cjk)
+    return _FUZZY[key]
 
 
 def question_language(text: str, tour: Tour, previous: str | None) -> tuple[str, float]:
