@@ -65,7 +65,9 @@ def test_clean_recordings_are_answered_and_other_languages_are_named(whisper, de
 @pytest.mark.parametrize("lang, text", GARBLED)
 def test_garbled_speech_is_not_answered(whisper, lang, text):
     heard = whisper.transcribe(espeak(text, lang), languages=PARIS)
-    assert doubt_about(heard, PARIS) == "unclear", heard
+    # "unclear" (what was heard is said back) or "nothing" (every segment a hallucination: asked again);
+    # Whisper's temperature fallback samples, and on an AVX2 EPYC once wrote "… my God!" (dropped)
+    assert doubt_about(heard, PARIS) in ("unclear", "nothing"), heard
 
 
 @pytest.mark.parametrize("lang, text", UNDERSTOOD)
