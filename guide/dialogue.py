@@ -107,6 +107,8 @@ _PATTERNS: dict[tuple[str, str], list[tuple[re.Pattern, bool, str]]] = {}
 
 
 _CJK = re.compile(r"[\u3040-\u30ff\u3400-\u9fff\uac00-\ud7af]")
+_HAN = re.compile(r"[\u3400-\u9fff]")
+_KANA = re.compile(r"[\u3040-\u30ff]")
 
 
 def _alias_patterns(tour: Tour) -> list[tuple[re.Pattern, bool, str]]:
@@ -203,6 +205,37 @@ def _cjk_near_misses(folded: str, tour: Tour, cutoff: float = 0.75) -> list[tupl
         if best[0] >= cutoff:
             found.append((best[1], aid))
             done.add(aid)
+    return found or _homophones(folded, tour)
+
+
+def _syllables(text: str) -> list[str] | None:
+    """Toneless pinyin of each character (other characters as they are), or None without pypinyin."""
+    try:
+        from pypinyin import lazy_pinyin
+    except ImportError:  # installed with the Mandarin voice (requirements-base.txt)
+        return None
+    return [lazy_pinyin(ch)[0] if _HAN.match(ch) else ch for ch in text]
+
+
+def _homophones(folded: str, tour: Tour) -> list[tuple[int, str]]:
+    """Chinese names written with other characters of the same sound, as Whisper often does
+    ("盧福宫" for "卢浮宫", lú fú gōng both): the tour's Chinese names of 3+ characters against each
+    stretch of a Chinese text (no kana) of as many characters, syllable by syllable, tones ignored."""
+    if _KANA.search(folded) or not _HAN.search(folded):
+        return []
+    heard = _syllables(folded)
+    if heard is None:
+        return []
+    found = []
+    for a in tour.attractions:
+        for name in (fold(n).replace(" ", "") for n in a.names.get("zh", [])):
+            if len(name) < 3 or not all(_HAN.match(ch) for ch in name):
+                continue
+            said = _syllables(name)
+            at = next((i for i in range(len(heard) - len(said) + 1) if heard[i : i + len(said)] == said), None)
+            if at is not None:
+                found.append((at, a.id))
+                break
     return found
 
 

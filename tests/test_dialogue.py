@@ -38,7 +38,10 @@ def test_names_of_several_words_misheard():
     assert find_attractions("Quelle est la hauteur de la tour Montparnas ?", paris) == ["tour-montparnasse"]
     assert find_attractions("Tell me about the Arc de Triomf and Notre Dam", paris) == ["arc-de-triomphe", "notre-dame"]
     assert find_attractions("こんにちはノートルダム大制度について質問があります", paris) == ["notre-dame"]
-    for other in ("Tell me about the tower of London", "トイレはどこですか", "附近有好吃的餐厅吗？", "Where is the nearest restaurant?",
+    # Chinese names heard as other characters of the same sound (盧福宫, lú fú gōng, for 卢浮宫)
+    assert find_attractions("你好,我想问一下盧福宫的玻璃锦子塔,他是谁设计的。", paris) == ["louvre"]
+    assert find_attractions("凯旋们下面埋葬的是谁？", paris) == ["arc-de-triomphe"]
+    for other in ("Tell me about the tower of London", "トイレはどこですか", "附近有好吃的餐厅吗？", "请问厕所在哪里？", "Where is the nearest restaurant?",
                   "Quel est le prix du billet pour le musée ?", "What time does the metro close?"):
         assert find_attractions(other, paris) == [], other
 
