@@ -142,8 +142,8 @@ def find_attractions(text: str, tour: Tour) -> list[str]:
             for i in range(m.start(), m.end()):
                 taken[i] = True
             found.append((m.start(), aid))
-    if not found:
-        found = _near_misses(folded, tour)
+    if not found:  # misheard or misspelt: the closest way of hearing a name wrong first
+        found = _near_misses(folded, tour) or _cjk_near_misses(folded, tour) or _homophones(folded, tour)
     ordered = []
     for _, aid in sorted(found):
         if aid not in ordered:
@@ -168,7 +168,7 @@ def _near_misses(folded: str, tour: Tour, cutoff: float = 0.8) -> list[tuple[int
     neither starts nor ends with a word under 3 letters; the best matches that do not overlap win."""
     import difflib
 
-    names, _ = _fuzzy_names(tour)
+    names = _fuzzy_names(tour).latin
     words = [(m.start(), m.group()) for m in re.finditer(r"\w+", folded)]
     candidates = []  # (score, first word, words covered, attraction)
     for n_name, table in names.items():
@@ -188,7 +188,7 @@ def _near_misses(folded: str, tour: Tour, cutoff: float = 0.8) -> list[tuple[int
         if not span & taken:
             taken |= span
             found.append((words[i][0], aid))
-    return found or (_cjk_near_misses(folded, tour) if _CJK.search(folded) else [])
+    return found
 
 
 def _cjk_near_misses(folded: str, tour: Tour, cutoff: float = 0.75) -> list[tuple[int, str]]:
@@ -196,8 +196,10 @@ def _cjk_near_misses(folded: str, tour: Tour, cutoff: float = 0.75) -> list[tupl
     "ノートルダム大聖堂"): each stretch of the text as long as the name, compared fuzzily."""
     import difflib
 
+    if not _CJK.search(folded):
+        return []
     found, done = [], set()
-    for name, aid in _fuzzy_names(tour)[1]:
+    for name, aid in _fuzzy_names(tour).cjk:
         if aid in done:
             continue
         best = max(((difflib.SequenceMatcher(None, folded[i : i + len(name)], name).ratio(), i)
@@ -205,7 +207,7 @@ def _cjk_near_misses(folded: str, tour: Tour, cutoff: float = 0.75) -> list[tupl
         if best[0] >= cutoff:
             found.append((best[1], aid))
             done.add(aid)
-    return found or _homophones(folded, tour)
+    return found
 
 
 def _syllables(text: str) -> list[str] | None:
@@ -226,30 +228,35 @@ def _homophones(folded: str, tour: Tour) -> list[tuple[int, str]]:
     heard = _syllables(folded)
     if heard is None:
         return []
-    found = []
-    for a in tour.attractions:
-        for name in (fold(n).replace(" ", "") for n in a.names.get("zh", [])):
-            if len(name) < 3 or not all(_HAN.match(ch) for ch in name):
-                continue
-            said = _syllables(name)
-            at = next((i for i in range(len(heard) - len(said) + 1) if heard[i : i + len(said)] == said), None)
-            if at is not None:
-                found.append((at, a.id))
-                break
+    found, done = [], set()
+    for said, aid in _fuzzy_names(tour).sounds:
+        if aid in done:
+            continue
+        at = next((i for i in range(len(heard) - len(said) + 1) if heard[i : i + len(said)] == said), None)
+        if at is not None:
+            found.append((at, aid))
+            done.add(aid)
     return found
 
 
-_FUZZY: dict[tuple[str, str], tuple[dict[int, dict[str, str]], list[tuple[str, str]]]] = {}
+@dataclass(frozen=True)
+class _NameTables:
+    """The names near misses are compared with, made once per tour version."""
+
+    latin: dict[int, dict[str, str]]  # Latin-script names of 7+ letters: {words: {name without spaces: id}}
+    cjk: list[tuple[str, str]]  # CJK names of 4+ characters: [(name, id)]
+    sounds: list[tuple[list[str], str]]  # Chinese names of 3+ Han characters: [(toneless syllables, id)]
 
 
-def _fuzzy_names(tour: Tour) -> tuple[dict[int, dict[str, str]], list[tuple[str, str]]]:
-    """The names near misses are compared with, made once per tour version: Latin-script names of 7+
-    letters by their number of words ({words: {name without spaces: attraction}}), and CJK names of
-    4+ characters ([(name, attraction)])."""
+_FUZZY: dict[tuple[str, str], _NameTables] = {}
+
+
+def _fuzzy_names(tour: Tour) -> _NameTables:
     key = (tour.id, tour.content_hash)
     if key not in _FUZZY:
         latin: dict[int, dict[str, str]] = {}
         cjk: list[tuple[str, str]] = []
+        sounds: list[tuple[list[str], str]] = []
         for a in tour.attractions:
             for alias in a.all_names():
                 f = fold(alias)
@@ -257,7 +264,12 @@ def _fuzzy_names(tour: Tour) -> tuple[dict[int, dict[str, str]], list[tuple[str,
                     latin.setdefault(f.count(" ") + 1, {}).setdefault(f.replace(" ", ""), a.id)
                 elif len(f.replace(" ", "")) >= 4 and _CJK.search(f):
                     cjk.append((f.replace(" ", ""), a.id))
-        _FUZZY[key] = (latin, cjk)
+            for name in (fold(n).replace(" ", "") for n in a.names.get("zh", [])):
+                if len(name) >= 3 and all(_HAN.match(ch) for ch in name):
+                    said = _syllables(name)
+                    if said is not None:
+                        sounds.append((said, a.id))
+        _FUZZY[key] = _NameTables(latin, cjk, sounds)
     return _FUZZY[key]
 
 
